@@ -1,0 +1,351 @@
+"""Train the built-in model from scratch on the toy world, on a CPU.
+
+    python -m animegen_utils.toyworld.train                 # full run (~1 h on 2 cores)
+    python -m animegen_utils.toyworld.train --unet-steps 50 --n-images 256 --out /tmp/m   # smoke
+
+Stages: render images -> train the VAE -> cache latents -> train text encoder and
+UNet together (caption dropout for classifier-free guidance, min-SNR weighting,
+EMA) -> save a diffusers pipeline with ``save_pretrained``. Each stage writes
+checkpoints to ``--work``; run the same command again to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .. import prompts
+from ..pipelines import TINY_MODEL_DIR
+from .captions import caption_for
+from .dataset import iter_samples
+from .model import TinyConfig, make_scheduler, make_text_encoder, make_tokenizer, make_unet, make_vae
+from .render import CharacterAttributes
+
+
+@dataclass
+class TrainConfig:
+    n_images: int = 24_000
+    seed: int = 0
+    vae_steps: int = 1_500
+    vae_batch: int = 16
+    vae_lr: float = 1e-3
+    unet_steps: int = 7_000
+    batch: int = 32
+    lr: float = 5e-4
+    warmup: int = 200
+    empty_caption_prob: float = 0.10   # classifier-free guidance needs an unconditional model
+    junk_caption_prob: float = 0.05    # negative-prompt words alone also mean "unconditional"
+    min_snr_gamma: float = 5.0
+    ema_decay: float = 0.999
+    checkpoint_every: int = 250
+    log_every: int = 25
+
+
+# --------------------------------------------------------------------------- utils
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _log(work: Path, record: dict) -> None:
+    with open(work / "train_log.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+
+
+def _to_tensor(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div(127.5).sub(1.0)
+
+
+# --------------------------------------------------------------------------- stages
+
+def render_images(cfg: TrainConfig, work: Path, progress: bool = True) -> tuple[torch.Tensor, list[CharacterAttributes]]:
+    """Render the training set once; cached in ``work/data.pt``."""
+    path = work / "data.pt"
+    if path.exists():
+        data = torch.load(path, weights_only=False)
+        if data["n"] == cfg.n_images and data["seed"] == cfg.seed:
+            return data["images"], [CharacterAttributes.from_dict(a) for a in data["attrs"]]
+    images = torch.empty((cfg.n_images, 3, 64, 64), dtype=torch.uint8)
+    attrs = []
+    samples = iter_samples(cfg.n_images, seed=cfg.seed)
+    for i, (result, _caption, _seed) in enumerate(tqdm(samples, total=cfg.n_images, desc="render", disable=not progress)):
+        images[i] = torch.from_numpy(np.asarray(result.image, dtype=np.uint8)).permute(2, 0, 1)
+        attrs.append(result.attributes)
+    _atomic_save({"n": cfg.n_images, "seed": cfg.seed, "images": images,
+                  "attrs": [a.to_dict() for a in attrs]}, path)
+    return images, attrs
+
+
+def train_vae(cfg: TrainConfig, tiny: TinyConfig, images: torch.Tensor, work: Path, progress: bool = True):
+    path = work / "vae.pt"
+    torch.manual_seed(cfg.seed)
+    vae = make_vae(tiny)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    step = 0
+    if path.exists():
+        ck = torch.load(path, weights_only=False)
+        vae.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); step = ck["step"]; _set_rng_state(ck["rng"])
+    gen = torch.Generator().manual_seed(cfg.seed + 1000 + step)
+    bar = tqdm(total=cfg.vae_steps, initial=step, desc="vae", disable=not progress)
+    vae.train()
+    while step < cfg.vae_steps:
+        idx = torch.randint(0, len(images), (cfg.vae_batch,), generator=gen)
+        x = _to_tensor(images[idx])
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample(generator=gen)).sample
+        rec_loss = F.l1_loss(recon, x) + F.mse_loss(recon, x)
+        loss = rec_loss + 1e-6 * posterior.kl().mean()
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, cfg.vae_steps, cfg.vae_lr, cfg.warmup)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % cfg.log_every == 0:
+            bar.set_postfix(loss=f"{rec_loss.item():.4f}")
+            _log(work, {"stage": "vae", "step": step, "loss": rec_loss.item(), "time": time.time()})
+        if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
+            _atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": _rng_state()}, path)
+    bar.close()
+    vae.eval()
+    return vae
+
+
+@torch.no_grad()
+def cache_latents(vae, images: torch.Tensor, work: Path, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Posterior mean/std of every image, and SD's latent scaling factor (1/std)."""
+    path = work / "latents.pt"
+    if path.exists():
+        d = torch.load(path, weights_only=False)
+        return d["mean"], d["std"], d["scaling_factor"]
+    means, stds = [], []
+    for i in tqdm(range(0, len(images), 256), desc="latents", disable=not progress):
+        dist = vae.encode(_to_tensor(images[i:i + 256])).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+    mean, std = torch.cat(means), torch.cat(stds)
+    noise = torch.randn(std.shape, generator=torch.Generator().manual_seed(0))
+    scaling = float(1.0 / (mean + std * noise).std())
+    _atomic_save({"mean": mean, "std": std, "scaling_factor": scaling}, path)
+    return mean, std, scaling
+
+
+def _caption(attrs: CharacterAttributes, rng: random.Random, cfg: TrainConfig) -> str:
+    r = rng.random()
+    if r < cfg.empty_caption_prob:
+        return ""
+    if r < cfg.empty_caption_prob + cfg.junk_caption_prob:
+        return ", ".join(rng.sample(prompts.DEFAULT_NEGATIVE_TAGS, rng.randint(2, 8)))
+    return caption_for(attrs, rng)
+
+
+def train_unet(cfg: TrainConfig, tiny: TinyConfig, tokenizer, latents: tuple, attrs: list, work: Path,
+               progress: bool = True):
+    mean, std, scaling = latents
+    path = work / "unet.pt"
+    torch.manual_seed(cfg.seed + 1)
+    unet = make_unet(tiny)
+    torch.manual_seed(cfg.seed + 2)
+    text_encoder = make_text_encoder(tiny, tokenizer)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    ema = [p.detach().clone() for p in params]
+    step = 0
+    if path.exists():
+        ck = torch.load(path, weights_only=False)
+        unet.load_state_dict(ck["unet"]); text_encoder.load_state_dict(ck["text_encoder"])
+        opt.load_state_dict(ck["opt"]); ema = ck["ema"]; step = ck["step"]; _set_rng_state(ck["rng"])
+    scheduler = make_scheduler()
+    alphas = scheduler.alphas_cumprod
+    snr = alphas / (1 - alphas)
+    gen = torch.Generator().manual_seed(cfg.seed + 2000 + step)
+    bar = tqdm(total=cfg.unet_steps, initial=step, desc="unet", disable=not progress)
+    unet.train(); text_encoder.train()
+    while step < cfg.unet_steps:
+        rng = random.Random(f"captions:{cfg.seed}:{step}")
+        idx = torch.randint(0, len(mean), (cfg.batch,), generator=gen)
+        z = (mean[idx] + std[idx] * torch.randn(std[idx].shape, generator=gen)) * scaling
+        captions = [_caption(attrs[i], rng, cfg) for i in idx.tolist()]
+        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt").input_ids
+        noise = torch.randn(z.shape, generator=gen)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch,), generator=gen)
+        noisy = scheduler.add_noise(z, noise, t)
+        pred = unet(noisy, t, text_encoder(ids)[0]).sample
+        # min-SNR-gamma: stops easy low-noise steps from dominating the loss.
+        weight = torch.clamp(snr[t], max=cfg.min_snr_gamma) / snr[t]
+        loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, cfg.unet_steps, cfg.lr, cfg.warmup)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema, params):
+                e.lerp_(p.detach(), 1 - decay)
+        bar.update(1)
+        if step % cfg.log_every == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            _log(work, {"stage": "unet", "step": step, "loss": loss.item(), "time": time.time()})
+        if step % cfg.checkpoint_every == 0 or step == cfg.unet_steps:
+            _atomic_save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict(),
+                          "ema": ema, "step": step, "rng": _rng_state()}, path)
+    bar.close()
+    with torch.no_grad():  # ship the EMA weights
+        for e, p in zip(ema, params):
+            p.copy_(e)
+    unet.eval(); text_encoder.eval()
+    return unet, text_encoder
+
+
+# --------------------------------------------------------------------------- outputs
+
+def plot_loss_curves(work: Path, out: Path) -> Path | None:
+    log = work / "train_log.jsonl"
+    if not log.exists():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, stage, title in zip(axes, ("vae", "unet"), ("VAE reconstruction (L1+MSE)", "UNet noise loss (min-SNR)")):
+        pts = {}
+        for r in records:
+            if r["stage"] == stage:
+                pts[r["step"]] = r["loss"]  # a resumed run logs some steps twice: keep the last
+        if pts:
+            steps = sorted(pts)
+            vals = np.array([pts[s] for s in steps])
+            ax.plot(steps, vals, alpha=0.3, lw=0.8)
+            k = max(1, len(vals) // 30)
+            ax.plot(steps[k - 1:], np.convolve(vals, np.ones(k) / k, mode="valid"), lw=1.5)
+            ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    path = out / "loss_curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _git_revision() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).parent).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
+                               cwd=Path(__file__).parent).stdout.strip()
+        return rev + ("+uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet) -> None:
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    scheduler = DPMSolverMultistepScheduler.from_config(make_scheduler().config, algorithm_type="dpmsolver++")
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(out, safe_serialization=True)
+    # transformers 5 saves only tokenizer.json; keep CLIP's classic vocab/merges files
+    # beside it so older transformers and other tools read the same tokenizer.
+    source = Path(tokenizer.name_or_path)
+    for name in ("vocab.json", "merges.txt"):
+        if (source / name).exists():
+            shutil.copyfile(source / name, out / "tokenizer" / name)
+
+
+def train(cfg: TrainConfig, out: Path = TINY_MODEL_DIR, work: Path = Path("runs/tiny"),
+          progress: bool = True) -> Path:
+    """Run every stage (resuming from ``work``) and save the pipeline to ``out``."""
+    # OMP_NUM_THREADS=1 leaves a core free for other work; two busy torch
+    # processes on two cores slow each other down several-fold.
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (work / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    tiny = TinyConfig()
+    started = time.time()
+    tokenizer = make_tokenizer(str(work / "tokenizer"))
+    images, attrs = render_images(cfg, work, progress)
+    vae = train_vae(cfg, tiny, images, work, progress)
+    latents = cache_latents(vae, images, work, progress)
+    vae.register_to_config(scaling_factor=latents[2])
+    unet, text_encoder = train_unet(cfg, tiny, tokenizer, latents, attrs, work, progress)
+    save_pipeline(out, vae, text_encoder, tokenizer, unet)
+    plot_loss_curves(work, out)
+    meta = {
+        "command": "python -m animegen_utils.toyworld.train " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("train.py") else "train()",
+        "git_revision": _git_revision(),
+        "config": dataclasses.asdict(cfg),
+        "architecture": dataclasses.asdict(tiny),
+        "scaling_factor": latents[2],
+        "train_seconds_this_run": round(time.time() - started, 1),
+        "torch": torch.__version__,
+    }
+    (out / "training.json").write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(TrainConfig):
+        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    parser.add_argument("--out", type=Path, default=TINY_MODEL_DIR, help="where the pipeline is saved")
+    parser.add_argument("--work", type=Path, default=Path("runs/tiny"), help="checkpoints, cached data, logs")
+    parser.add_argument("--fresh", action="store_true", help="ignore checkpoints in --work")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    if args.fresh:
+        for name in ("data.pt", "vae.pt", "latents.pt", "unet.pt", "train_log.jsonl"):
+            (args.work / name).unlink(missing_ok=True)
+    out = train(cfg, args.out, args.work, progress=not args.no_progress)
+    print(f"saved the pipeline to {out}")
+
+
+if __name__ == "__main__":
+    main()
