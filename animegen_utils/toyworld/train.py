@@ -301,9 +301,6 @@ def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet) -> None:
 def train(cfg: TrainConfig, out: Path = TINY_MODEL_DIR, work: Path = Path("runs/tiny"),
           progress: bool = True) -> Path:
     """Run every stage (resuming from ``work``) and save the pipeline to ``out``."""
-    # OMP_NUM_THREADS=1 leaves a core free for other work; two busy torch
-    # processes on two cores slow each other down several-fold.
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
@@ -339,6 +336,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fresh", action="store_true", help="ignore checkpoints in --work")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    # OMP_NUM_THREADS=1 leaves a core free for other work; two busy torch
+    # processes on two cores slow each other down several-fold.
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     if args.fresh:
         for name in ("data.pt", "vae.pt", "latents.pt", "unet.pt", "train_log.jsonl"):
