@@ -43,6 +43,16 @@ EYE_COLORS: tuple[str, ...] = ("blue", "red", "green", "purple", "yellow")
 HAIRSTYLES: tuple[str, ...] = ("short hair", "long hair", "twintails")
 ACCESSORIES: tuple[str, ...] = ("none", "hair ribbon", "glasses")
 
+# Every attribute the toy world draws and the attribute probe reads, with its values.
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "emotion": EMOTIONS,
+    "style": STYLES,
+    "hair_color": HAIR_COLORS,
+    "eye_color": EYE_COLORS,
+    "hairstyle": HAIRSTYLES,
+    "accessory": ACCESSORIES,
+}
+
 SUBJECT_TAGS: tuple[str, ...] = ("1girl", "solo")
 QUALITY_TAGS: tuple[str, ...] = ("masterpiece", "best quality", "detailed eyes", "anime style")
 DEFAULT_NEGATIVE_TAGS: tuple[str, ...] = (

@@ -149,3 +149,19 @@ def test_builtin_model_loads_offline():
 def test_default_controlnet_is_the_sd15_canny_one(dummy_model_dir):
     with pytest.raises(ModelNotFoundError, match="lllyasviel/control_v11p_sd15_canny"):
         load_pipeline(str(dummy_model_dir), task="controlnet")
+
+
+def test_untrained_controlnet_is_a_no_op(dummy_model_dir):
+    # A ControlNet fresh from the UNet has zero convolutions: same pixels as txt2img.
+    txt = load_pipeline(str(dummy_model_dir))
+    cn = switch_task(txt, "controlnet", controlnet=controlnet_from_unet(txt.unet, txt.vae_scale_factor))
+    [a] = generate(txt, "1girl, smile", seed=4, steps=3, progress=False)
+    [b] = generate(cn, "1girl, smile", seed=4, steps=3, image=a.image, progress=False)
+    assert a.image.tobytes() == b.image.tobytes()
+
+
+def test_builtin_controlnet_falls_back_with_a_warning():
+    with pytest.warns(UserWarning, match="no-op"):
+        cn = load_pipeline("tiny", task="controlnet")
+    assert isinstance(cn, StableDiffusionControlNetPipeline)
+    assert cn.unet is load_pipeline("tiny").unet

@@ -10,7 +10,7 @@ from animegen_utils.toyworld.train import TrainConfig, train
 
 def test_training_smoke_run_saves_a_loadable_pipeline_and_resumes(tmp_path):
     out, work = tmp_path / "model", tmp_path / "work"
-    cfg = TrainConfig(n_images=24, vae_steps=3, vae_batch=4, unet_steps=4, batch=4, warmup=1,
+    cfg = TrainConfig(n_images=24, vae_steps=3, vae_batch=4, decoder_steps=2, unet_steps=4, batch=4, warmup=1,
                       checkpoint_every=2, log_every=1)
     train(cfg, out=out, work=work, progress=False)
 
@@ -34,10 +34,11 @@ def test_training_smoke_run_saves_a_loadable_pipeline_and_resumes(tmp_path):
 
 
 def test_training_is_reproducible(tmp_path):
-    cfg = TrainConfig(n_images=16, vae_steps=2, vae_batch=4, unet_steps=2, batch=4, warmup=1, log_every=1)
+    cfg = TrainConfig(n_images=16, vae_steps=2, vae_batch=4, decoder_steps=2, unet_steps=2, batch=4, warmup=1,
+                      log_every=1)
     runs = []
     for run in ("a", "b"):
         train(cfg, out=tmp_path / run / "model", work=tmp_path / run / "work", progress=False)
         log = (tmp_path / run / "work" / "train_log.jsonl").read_text().splitlines()
         runs.append([(r["stage"], r["step"], r["loss"]) for r in map(json.loads, log)])
-    assert len(runs[0]) == 4 and runs[0] == runs[1]
+    assert len(runs[0]) == 6 and runs[0] == runs[1]

@@ -26,17 +26,9 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..prompts import ACCESSORIES, EMOTIONS, EYE_COLORS, HAIR_COLORS, HAIRSTYLES, STYLES
+from ..prompts import ATTRIBUTES
 
 PROBE_DIR = Path(__file__).resolve().parent.parent / "models" / "probe"
-ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "emotion": EMOTIONS,
-    "style": STYLES,
-    "hair_color": HAIR_COLORS,
-    "eye_color": EYE_COLORS,
-    "hairstyle": HAIRSTYLES,
-    "accessory": ACCESSORIES,
-}
 
 
 class AttributeProbe(nn.Module):

@@ -28,14 +28,7 @@ from typing import Any, Callable
 
 from PIL import Image, ImageDraw
 
-from animegen_utils.prompts import (
-    ACCESSORIES,
-    EMOTIONS,
-    EYE_COLORS,
-    HAIR_COLORS,
-    HAIRSTYLES,
-    STYLES,
-)
+from animegen_utils.prompts import ATTRIBUTES
 
 __all__ = [
     "CharacterAttributes",
@@ -49,15 +42,8 @@ __all__ = [
 
 RGB = tuple[int, int, int]
 
-#: Valid values per attribute field, in field order.
-ATTRIBUTE_CHOICES: dict[str, tuple[str, ...]] = {
-    "emotion": EMOTIONS,
-    "style": STYLES,
-    "hair_color": HAIR_COLORS,
-    "eye_color": EYE_COLORS,
-    "hairstyle": HAIRSTYLES,
-    "accessory": ACCESSORIES,
-}
+#: Valid values per attribute field, in field order (shared with the probe).
+ATTRIBUTE_CHOICES: dict[str, tuple[str, ...]] = ATTRIBUTES
 
 #: Base RGB per hair colour (the strands/outline use a darker shade).
 HAIR_RGB: dict[str, RGB] = {
