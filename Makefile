@@ -8,7 +8,6 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 export HF_HUB_OFFLINE ?= 1
-export MPLBACKEND ?= Agg
 
 .PHONY: demo test install train-tiny eval benchmark clean strip
 
@@ -43,7 +42,7 @@ benchmark: install
 
 # Drop volatile notebook metadata (execution counts stay: nbval shows them in diffs).
 strip: install
-	$(BIN)/nbstripout --keep-output --extra-keys "metadata.papermill cell.metadata.papermill cell.metadata.execution metadata.widgets" $(NOTEBOOKS)
+	$(BIN)/nbstripout --keep-output --keep-count --extra-keys "metadata.papermill cell.metadata.papermill cell.metadata.execution metadata.widgets" $(NOTEBOOKS)
 
 clean:
 	rm -rf outputs .pytest_cache

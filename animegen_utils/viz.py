@@ -79,6 +79,9 @@ def image_grid(
     if title:
         fig.suptitle(title, fontsize=12)
     fig.tight_layout()
+    # Detach from pyplot: the notebook shows the returned figure once (not again
+    # at the end of the cell), and long sweeps don't pile up open figures.
+    plt.close(fig)
     return fig
 
 
