@@ -124,12 +124,15 @@ class ABResult:
         _check_choice("arm", arm, ARMS)
         return next(r for r in self.rows if r["arm"] == arm)
 
-    def to_markdown(self, digits: int = 3) -> str:
+    def to_markdown(self, digits: int = 3, columns: Sequence[str] = ROW_KEYS) -> str:
         """The rows as a Markdown table, numbers rounded to ``digits``; ``n/a`` for missing."""
         from .llm.usage import to_markdown
 
+        unknown = [c for c in columns if c not in ROW_KEYS]
+        if unknown:
+            raise ValueError(f"Unknown columns {unknown}. Valid columns: {', '.join(ROW_KEYS)}.")
         rounded = [{k: round(v, digits) if isinstance(v, float) else v for k, v in r.items()} for r in self.rows]
-        return to_markdown(rounded, columns=ROW_KEYS)
+        return to_markdown(rounded, columns=columns)
 
     def _repr_markdown_(self) -> str:
         return self.to_markdown()

@@ -8,12 +8,9 @@ from matplotlib.figure import Figure
 
 from animegen_utils import CharacterSheet, build_prompt, load_pipeline
 from animegen_utils.abtest import FRACTION_METRICS, ROW_KEYS, ab_test, identity_request
-from animegen_utils.evaluate.probe import PROBE_DIR
 from animegen_utils.llm import PromptOptimizer
 from animegen_utils.pipelines import pipeline_info
 
-TINY_INDEX = PROBE_DIR.parent / "tiny" / "model_index.json"
-HAS_PROBE = (PROBE_DIR / "probe.safetensors").exists()
 EMOTIONS = ["happy", "sad"]
 STYLES = ["casual"]
 SEEDS = [3, 11]
@@ -97,6 +94,11 @@ def test_to_markdown_has_a_header_and_two_rows(result):
     assert lines[0] == "| " + " | ".join(ROW_KEYS) + " |"
     assert lines[2].startswith("| A | manual | n/a | 4 |") and lines[3].startswith("| B | offline | n/a | 4 |")
     assert result._repr_markdown_() == result.to_markdown()
+    short = result.to_markdown(digits=1, columns=["arm", "distinct_tags"]).splitlines()
+    assert short[0] == "| arm | distinct_tags |"
+    assert float(short[2].split("|")[2]) == round(result.row("A")["distinct_tags"], 1)
+    with pytest.raises(ValueError, match="Unknown columns"):
+        result.to_markdown(columns=["arm", "vibes"])
     table = result.prompt_table().splitlines()
     assert len(table) == 2 + len(EMOTIONS) * len(STYLES) and "B (offline)" in table[0]
 
@@ -160,7 +162,6 @@ def test_bad_arguments(dummy_pipe):
         ab_test(dummy_pipe, opt, ["happy"], ["casual"], [0], variants=0, scorer=scorer, steps=2)
 
 
-@pytest.mark.skipif(not HAS_PROBE, reason="attribute probe not trained yet")
 def test_default_probe_scorer_plumbing(dummy_pipe):
     res = ab_test(dummy_pipe, PromptOptimizer(backend="offline"), ["surprised"], ["school_uniform"], [0, 1],
                   character=CharacterSheet("pink", "green", "short hair"), variants=2, steps=2)
@@ -170,7 +171,6 @@ def test_default_probe_scorer_plumbing(dummy_pipe):
             assert 0.0 <= r[m] <= 1.0, (m, r[m])
 
 
-@pytest.mark.skipif(not (TINY_INDEX.exists() and HAS_PROBE), reason="tiny model not trained yet")
 def test_tiny_model_both_arms_follow_the_emotion():
     pipe = load_pipeline("tiny")
     assert pipeline_info(pipe).model == "tiny"

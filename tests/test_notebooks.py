@@ -14,7 +14,11 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SMALL_RUNS = {
     "01_baseline_inference.ipynb": dict(
         steps=6, emotions=["happy", "sad"], styles=["casual", "formal"], sweep_seeds=[0, 1],
-        guidance_values=[1.0, 7.5], guidance_samples=2,
+        guidance_values=[1.0, 7.5], guidance_samples=2, outputs_dir="{tmp}/outputs",
+    ),
+    "02_llm_prompt_optimization.ipynb": dict(
+        steps=4, emotions=["happy", "sad"], styles=["casual"], seeds=[0, 1], variants=2,
+        cache_dir="{tmp}/cache",
     ),
 }
 
@@ -29,14 +33,14 @@ def test_every_notebook_starts_with_a_parameters_cell():
 
 @pytest.mark.parametrize("name", sorted(SMALL_RUNS))
 def test_notebook_runs_headless_with_parameters(name, tmp_path):
-    params = {**SMALL_RUNS[name], "model": "tiny", "figures_dir": str(tmp_path / "figures"),
-              "outputs_dir": str(tmp_path / "outputs")}
+    params = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in SMALL_RUNS[name].items()}
+    params.update(model="tiny", figures_dir=str(tmp_path / "figures"))
     out = tmp_path / name
     pm.execute_notebook(str(NOTEBOOKS / name), str(out), parameters=params, cwd=str(NOTEBOOKS),
                         progress_bar=False, kernel_name="python3")
     nb = nbformat.read(out, as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert len(injected) == 1 and "guidance_samples = 2" in injected[0].source
+    assert len(injected) == 1 and "steps = " in injected[0].source
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert errors == []
     figures = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))

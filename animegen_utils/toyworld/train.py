@@ -78,6 +78,23 @@ def _log(work: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def _optimizer_step(opt, params, loss: torch.Tensor, lr: float) -> None:
+    """One optimizer step at ``lr``, gradients clipped to norm 1."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
+def _report(bar, work: Path, stage: str, step: int, loss: float, log_every: int) -> None:
+    bar.update(1)
+    if step % log_every == 0:
+        bar.set_postfix(loss=f"{loss:.4f}")
+        _log(work, {"stage": stage, "step": step, "loss": loss, "time": time.time()})
+
+
 def _rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
 
@@ -105,7 +122,7 @@ def render_images(cfg: TrainConfig, work: Path, progress: bool = True) -> tuple[
     attrs = []
     samples = iter_samples(cfg.n_images, seed=cfg.seed)
     for i, (result, _caption, _seed) in enumerate(tqdm(samples, total=cfg.n_images, desc="render", disable=not progress)):
-        images[i] = torch.from_numpy(np.asarray(result.image, dtype=np.uint8)).permute(2, 0, 1)
+        images[i] = torch.from_numpy(np.array(result.image, dtype=np.uint8)).permute(2, 0, 1)
         attrs.append(result.attributes)
     _atomic_save({"n": cfg.n_images, "seed": cfg.seed, "images": images,
                   "attrs": [a.to_dict() for a in attrs]}, path)
@@ -131,17 +148,9 @@ def train_vae(cfg: TrainConfig, tiny: TinyConfig, images: torch.Tensor, work: Pa
         recon = vae.decode(posterior.sample(generator=gen)).sample
         rec_loss = F.l1_loss(recon, x) + F.mse_loss(recon, x)
         loss = rec_loss + 1e-6 * posterior.kl().mean()
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg.vae_steps, cfg.vae_lr, cfg.warmup)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        _optimizer_step(opt, vae.parameters(), loss, _lr_at(step, cfg.vae_steps, cfg.vae_lr, cfg.warmup))
         step += 1
-        bar.update(1)
-        if step % cfg.log_every == 0:
-            bar.set_postfix(loss=f"{rec_loss.item():.4f}")
-            _log(work, {"stage": "vae", "step": step, "loss": rec_loss.item(), "time": time.time()})
+        _report(bar, work, "vae", step, rec_loss.item(), cfg.log_every)
         if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
             _atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": _rng_state()}, path)
     bar.close()
@@ -180,17 +189,10 @@ def finetune_decoder(cfg: TrainConfig, vae, images: torch.Tensor, work: Path, pr
         recon = vae.decode(z).sample
         w = _detail_weight(x)
         loss = (w * ((recon - x).abs() + (recon - x) ** 2)).mean()
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg.decoder_steps, cfg.decoder_lr, cfg.warmup)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.decoder.parameters(), 1.0)
-        opt.step()
+        _optimizer_step(opt, vae.decoder.parameters(), loss,
+                        _lr_at(step, cfg.decoder_steps, cfg.decoder_lr, cfg.warmup))
         step += 1
-        bar.update(1)
-        if step % cfg.log_every == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            _log(work, {"stage": "decoder", "step": step, "loss": loss.item(), "time": time.time()})
+        _report(bar, work, "decoder", step, loss.item(), cfg.log_every)
         if step % cfg.checkpoint_every == 0 or step == cfg.decoder_steps:
             _atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step}, path)
     bar.close()
@@ -262,21 +264,13 @@ def train_unet(cfg: TrainConfig, tiny: TinyConfig, tokenizer, latents: tuple, at
         # min-SNR-gamma: stops easy low-noise steps from dominating the loss.
         weight = torch.clamp(snr[t], max=cfg.min_snr_gamma) / snr[t]
         loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg.unet_steps, cfg.lr, cfg.warmup)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        _optimizer_step(opt, params, loss, _lr_at(step, cfg.unet_steps, cfg.lr, cfg.warmup))
         step += 1
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for e, p in zip(ema, params):
                 e.lerp_(p.detach(), 1 - decay)
-        bar.update(1)
-        if step % cfg.log_every == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            _log(work, {"stage": "unet", "step": step, "loss": loss.item(), "time": time.time()})
+        _report(bar, work, "unet", step, loss.item(), cfg.log_every)
         if step % cfg.checkpoint_every == 0 or step == cfg.unet_steps:
             _atomic_save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict(),
                           "ema": ema, "step": step, "rng": _rng_state()}, path)
