@@ -63,12 +63,7 @@ def identity_request(character: CharacterSheet) -> dict[str, str]:
     >>> identity_request(CharacterSheet("pink hair", "blue", "twintails"))
     {'hair_color': 'pink', 'eye_color': 'blue', 'hairstyle': 'twintails'}
     """
-    def strip(value: str, suffix: str) -> str:
-        value = " ".join(value.strip().split())
-        return value[: -len(suffix)] if value.endswith(suffix) else value
-
-    return {"hair_color": strip(character.hair_color, " hair"), "eye_color": strip(character.eye_color, " eyes"),
-            "hairstyle": " ".join(character.hairstyle.strip().split())}
+    return character.identity()
 
 
 def _mean(values: Sequence[float | None]) -> float | None:

@@ -293,8 +293,9 @@ def load_pipeline(
         base.animegen_info = PipelineInfo(model, "txt2img", scheduler, clip_skip, str(dev),
                                           str(torch_dtype).replace("torch.", ""))
         _LOADED[key] = base
-    base.animegen_info = replace(base.animegen_info, clip_skip=clip_skip)
-    return switch_task(base, task, controlnet=controlnet, scheduler=scheduler)
+    pipe = switch_task(base, task, controlnet=controlnet, scheduler=scheduler)
+    pipe.animegen_info = replace(pipe.animegen_info, clip_skip=clip_skip)
+    return pipe
 
 
 def clear_pipeline_cache() -> None:

@@ -97,11 +97,24 @@ class CharacterSheet:
         object.__setattr__(self, "outfit_details", tuple(self.outfit_details))
         object.__setattr__(self, "accessories", tuple(a for a in self.accessories if a != "none"))
 
+    def identity(self) -> dict[str, str]:
+        """Hair colour, eye colour and hairstyle as bare values (``"pink"``, not ``"pink hair"``).
+
+        >>> CharacterSheet("pink hair", "blue", "twintails").identity()
+        {'hair_color': 'pink', 'eye_color': 'blue', 'hairstyle': 'twintails'}
+        """
+        def bare(value: str, suffix: str) -> str:
+            value = " ".join(value.split())
+            return value[: -len(suffix)] if value.endswith(suffix) else value
+
+        return {"hair_color": bare(self.hair_color, " hair"), "eye_color": bare(self.eye_color, " eyes"),
+                "hairstyle": " ".join(self.hairstyle.split())}
+
     def tags(self) -> tuple[str, ...]:
         """The identity tags, in a stable order."""
-        hair = self.hair_color if self.hair_color.endswith(" hair") else f"{self.hair_color} hair"
-        eyes = self.eye_color if self.eye_color.endswith(" eyes") else f"{self.eye_color} eyes"
-        return _dedupe((hair, self.hairstyle, eyes, *self.accessories, *self.outfit_details))
+        ident = self.identity()
+        return _dedupe((f"{ident['hair_color']} hair", ident["hairstyle"], f"{ident['eye_color']} eyes",
+                        *self.accessories, *self.outfit_details))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -166,12 +179,14 @@ class Prompt:
 
 
 def _dedupe(tags: Iterable[str]) -> tuple[str, ...]:
-    seen: dict[str, None] = {}
+    kept: list[str] = []
+    seen: set[str] = set()
     for tag in tags:
         tag = " ".join(tag.strip().split())
-        if tag and tag.lower() not in {s.lower() for s in seen}:
-            seen[tag] = None
-    return tuple(seen)
+        if tag and tag.lower() not in seen:
+            seen.add(tag.lower())
+            kept.append(tag)
+    return tuple(kept)
 
 
 def build_prompt(
