@@ -4,15 +4,28 @@
 >>> pipe = load_pipeline()
 >>> [g] = generate(pipe, build_prompt("happy", "casual"), seed=42)
 >>> g.save("happy.png")            # parameters go into the PNG, A1111-style
->>> again = reproduce("happy.png")  # same pixels, from the file alone
+>>> again = reproduce("happy.png")  # draws it again from the file alone
+>>> again.max_pixel_diff             # 0: the same pixels
 
-Each image gets its own CPU ``torch.Generator`` seeded with its seed, so an
-image depends only on its seed, not on batch position or device.
+Each image gets its own CPU ``torch.Generator`` seeded with its seed, so the
+starting noise depends only on the seed, not on batch position or device.
+
+What "reproducible" means here: on the same machine, with the same library
+versions and thread count, ``reproduce`` gives the same pixels. The PNG records
+the size of the batch the image was drawn in and its position, and ``reproduce``
+draws it again in a batch of that size at that position, because float rounding
+in the CPU kernels can depend on the batch size (batch 8 against batch 1 moved
+one pixel by 1/255 on an AVX-512 CPU). ``reproduce`` compares the result with the
+saved image and reports ``max_pixel_diff`` instead of assuming it is zero. Across
+machines (another CPU, GPU, or library version) expect differences of a few
+levels; the image is the same picture, not the same bytes.
 """
 
 from __future__ import annotations
 
 import json
+import numbers
+import secrets
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +35,13 @@ import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
 
-from .pipelines import SCHEDULERS, load_pipeline, pipeline_info
+from .memory import check_memory as _check_memory
+from .pipelines import SCHEDULERS, load_pipeline, pipeline_info, recommended_settings
 from .prompts import Prompt, check_token_budget
 
 PARAMS_KEY = "animegen"  # exact JSON; "parameters" holds the A1111 text for other tools
+RANDOM_SEED = -1         # A1111 and ComfyUI's "pick one for me"
+MAX_SEED = 2**32         # seeds are unsigned 32-bit, as in A1111
 
 
 @dataclass
@@ -34,6 +50,8 @@ class Generation:
 
     image: Image.Image
     params: dict[str, Any] = field(default_factory=dict)
+    # Set by ``reproduce``: the largest per-channel difference (0-255) from the saved image.
+    max_pixel_diff: int | None = None
 
     def save(self, path: str | Path) -> Path:
         return save_image(self.image, path, self.params)
@@ -47,39 +65,87 @@ class Generation:
 
 
 def _as_prompts(prompt: Prompt | str | Sequence[Prompt | str]) -> list[Prompt | str]:
+    accepted = "a Prompt, a string, or a non-empty list of them"
     if isinstance(prompt, (Prompt, str)):
         return [prompt]
-    prompts = list(prompt)
-    if not prompts:
-        raise ValueError("prompt is an empty list")
-    for p in prompts:
+    if not isinstance(prompt, (list, tuple)):
+        raise TypeError(f"prompt must be {accepted}; got {type(prompt).__name__}")
+    if not prompt:
+        raise ValueError(f"prompt is an empty list; pass {accepted}")
+    for p in prompt:
         if not isinstance(p, (Prompt, str)):
-            raise TypeError(f"prompt items must be Prompt or str, got {type(p).__name__}")
-    return prompts
+            raise TypeError(f"prompt items must be Prompt or str, got {type(p).__name__} ({p!r})")
+    return list(prompt)
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int in [0, 2**32) or -1 for a random one; got {type(seed).__name__} {seed!r}")
+    seed = int(seed)
+    if seed == RANDOM_SEED:
+        return secrets.randbelow(MAX_SEED)
+    if not 0 <= seed < MAX_SEED:
+        raise ValueError(f"seed must be in [0, 2**32) or -1 for a random one; got {seed}")
+    return seed
 
 
 def _seeds_for(seed: int | Sequence[int], n: int) -> list[int]:
-    if isinstance(seed, (int, np.integer)):
-        return [int(seed) + i for i in range(n)]
-    seeds = [int(s) for s in seed]
-    if len(seeds) == n:
+    """One seed per prompt; ``-1`` (alone or in a list) draws a random seed, recorded in the result."""
+    if isinstance(seed, (list, tuple)):
+        if not seed:
+            raise ValueError("seed is an empty list; pass one int or one per prompt")
+        seeds = [_check_seed(s) for s in seed]
+        if len(seeds) != n and n != 1:
+            raise ValueError(f"Got {n} prompts but {len(seeds)} seeds; pass one seed (consecutive seeds follow) "
+                             "or one per prompt.")
         return seeds
-    if n == 1:
-        return seeds
-    raise ValueError(f"Got {n} prompts but {len(seeds)} seeds; pass one seed (consecutive seeds follow) or one per prompt.")
+    first = _check_seed(seed)
+    if first + n > MAX_SEED:
+        raise ValueError(f"seed {first} with {n} prompts runs past 2**32; pass a smaller seed")
+    return [first + i for i in range(n)]
+
+
+def _check_number(name: str, value: Any, minimum: float, accepted: str, integer: bool = False) -> None:
+    kinds = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
+        raise ValueError(f"{name} must be {accepted}; got {value!r}")
+
+
+def _check_size(pipe, height: int, width: int) -> None:
+    # diffusers' SD pipelines need multiples of 8 whatever the VAE; latents need the VAE factor.
+    multiple = max(8, pipe.vae_scale_factor)
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < multiple or value % multiple:
+            raise ValueError(f"{name} must be a positive multiple of {multiple} for this pipeline "
+                             f"(VAE factor {pipe.vae_scale_factor}); got {value!r}")
+
+
+def _check_pipeline_kwargs(kwargs: dict[str, Any]) -> None:
+    """The img2img / ControlNet arguments that diffusers would otherwise accept silently or fail on late."""
+    if "strength" in kwargs and not (isinstance(kwargs["strength"], numbers.Real)
+                                     and 0.0 <= kwargs["strength"] <= 1.0):
+        raise ValueError(f"strength must be in [0, 1] (0 keeps the input image, 1 redraws it); got {kwargs['strength']!r}")
+    scale = kwargs.get("controlnet_conditioning_scale")
+    if scale is not None and not isinstance(scale, (list, tuple)):
+        _check_number("controlnet_conditioning_scale", scale, 0.0, "a number >= 0")
+    start, end = kwargs.get("control_guidance_start", 0.0), kwargs.get("control_guidance_end", 1.0)
+    if all(isinstance(v, numbers.Real) for v in (start, end)) and not 0.0 <= start < end <= 1.0:
+        raise ValueError(f"control_guidance_start and control_guidance_end must satisfy 0 <= start < end <= 1; "
+                         f"got {start!r}, {end!r}")
 
 
 def generate(
     pipe,
     prompt: Prompt | str | Sequence[Prompt | str],
     seed: int | Sequence[int] = 0,
-    steps: int = 20,
-    guidance: float = 7.5,
+    steps: int | None = None,
+    guidance: float | None = None,
     height: int | None = None,
     width: int | None = None,
     negative: str | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    check_memory: bool = True,
     **pipeline_kwargs: Any,
 ) -> list[Generation]:
     """Generate one image per (prompt, seed).
@@ -89,15 +155,40 @@ def generate(
     a list of seeds gives a seed sweep. Extra keyword arguments go to the diffusers
     pipeline (``image=`` and ``strength=`` for img2img, ``image=`` for ControlNet...).
     ``negative`` overrides the prompt's own negative prompt.
+
+    Every argument is checked before anything runs, and errors say what was given
+    and what is accepted: ``steps >= 1``; ``guidance >= 0`` (values <= 1 switch
+    classifier-free guidance off, as in diffusers; negative values would push
+    *away* from the prompt, which no sampler here is meant for); ``height`` and
+    ``width`` multiples of 8; ``seed`` an int in ``[0, 2**32)`` or a list of them,
+    or ``-1`` for a random seed as in A1111 (the seed drawn is recorded in
+    ``params`` and the PNG, so ``reproduce`` still works).
+
+    ``steps`` and ``guidance`` left as ``None`` take the sampler's recommended
+    values (``pipelines.recommended_settings``: 20 and 7.5 for the kit's default
+    DPM++). ``check_memory=False`` skips the memory guard (``animegen_utils.memory``),
+    which otherwise refuses requests whose estimated peak exceeds the free memory.
     """
     prompts = _as_prompts(prompt)
     seeds = _seeds_for(seed, len(prompts))
     if len(prompts) == 1 and len(seeds) > 1:
         prompts = prompts * len(seeds)
     info = pipeline_info(pipe)
+    default_steps, default_guidance = recommended_settings(pipe)
+    steps = default_steps if steps is None else steps
+    guidance = default_guidance if guidance is None else guidance
+    _check_number("steps", steps, 1, "an integer >= 1", integer=True)
+    _check_number("guidance", guidance, 0.0, "a number >= 0 (<= 1 turns classifier-free guidance off)")
+    _check_number("batch_size", batch_size, 1, "an integer >= 1", integer=True)
+    if negative is not None and not isinstance(negative, str):
+        raise TypeError(f"negative must be a string or None; got {type(negative).__name__}")
+    _check_pipeline_kwargs(pipeline_kwargs)
     if height is None or width is None:
         default = pipe.unet.config.sample_size * pipe.vae_scale_factor
         height, width = height or default, width or default
+    _check_size(pipe, height, width)
+    if check_memory:
+        _check_memory(pipe, min(batch_size, len(prompts)), height, width, guidance)
 
     positives, negatives = [], []
     for p in prompts:
@@ -113,6 +204,9 @@ def generate(
     pipe.set_progress_bar_config(disable=not progress)
     clip_skip = pipeline_kwargs.pop("clip_skip", info.clip_skip)
     results: list[Generation] = []
+    from .lora.adapters import activate_adapters  # here: lora imports generation
+
+    activate_adapters(pipe)  # this pipeline's LoRAs only; components are shared
     for start in range(0, len(positives), batch_size):
         sl = slice(start, start + batch_size)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds[sl]]
@@ -130,17 +224,34 @@ def generate(
             generator=generators,
             **pipeline_kwargs,
         )
-        for image, pos, neg, s in zip(out.images, positives[sl], negatives[sl], seeds[sl]):
+        batch = list(zip(out.images, positives[sl], negatives[sl], seeds[sl]))
+        for index, (image, pos, neg, s) in enumerate(batch):
             params = {
                 "model": info.model, "task": info.task, "prompt": pos, "negative": neg,
                 "seed": s, "steps": steps, "guidance": guidance, "scheduler": info.scheduler,
                 "width": width, "height": height, "clip_skip": clip_skip,
+                # Rounding can depend on the batch shape: reproduce() redraws in the same one.
+                "batch_size": len(batch), "batch_index": index,
             }
-            for k in ("strength", "controlnet_conditioning_scale"):
+            for k in ("strength", "controlnet_conditioning_scale", "control_guidance_start",
+                      "control_guidance_end", "guess_mode"):
                 if k in pipeline_kwargs:
                     params[k] = pipeline_kwargs[k]
+            for k in ("image", "control_image"):  # input pictures are not in the PNG: their hashes are
+                if isinstance(pipeline_kwargs.get(k), Image.Image):
+                    params[f"{k}_sha256"] = image_sha256(pipeline_kwargs[k])
             results.append(Generation(image=image, params=params))
     return results
+
+
+def image_sha256(image: Image.Image) -> str:
+    """SHA-256 of the pixels (mode, size, raw bytes): the same picture gives the same hash
+    whatever file it was stored in. Recorded for img2img/ControlNet input images."""
+    import hashlib
+
+    h = hashlib.sha256(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()
 
 
 @torch.no_grad()
@@ -196,12 +307,27 @@ def read_parameters(path: str | Path) -> dict[str, Any]:
 def reproduce(path: str | Path, pipe=None, progress: bool = False) -> Generation:
     """Generate an image again from the parameters stored in its PNG.
 
-    Loads the pipeline named in the file unless ``pipe`` is given.
+    Loads the pipeline named in the file unless ``pipe`` is given. The image is
+    redrawn in a batch of the size it was first drawn in, at the same position
+    (the other places hold copies of it), so the kernels round the same way. The
+    returned ``Generation`` carries ``max_pixel_diff``, the largest difference
+    from the saved pixels (0 to 255): 0 on the machine that made the file.
+
+    >>> again = reproduce("happy.png")
+    >>> again.max_pixel_diff <= 1
+    True
     """
     p = read_parameters(path)
     if p.get("task", "txt2img") != "txt2img":
         raise ValueError(f"reproduce() handles txt2img images; this one is {p['task']} (its input image is not in the file)")
     pipe = pipe or load_pipeline(p["model"], scheduler=p["scheduler"], clip_skip=p.get("clip_skip"))
-    [g] = generate(pipe, p["prompt"], seed=p["seed"], steps=p["steps"], guidance=p["guidance"],
-                   height=p["height"], width=p["width"], negative=p["negative"], progress=progress)
-    return g
+    size, index = int(p.get("batch_size", 1)), int(p.get("batch_index", 0))
+    gens = generate(pipe, [p["prompt"]] * size, seed=[p["seed"]] * size, steps=p["steps"], guidance=p["guidance"],
+                    height=p["height"], width=p["width"], negative=p["negative"], batch_size=size,
+                    progress=progress)
+    again = gens[index]
+    with Image.open(path) as saved:
+        reference = np.asarray(saved.convert("RGB"), dtype=np.int16)
+    again.params.update(batch_size=size, batch_index=index)
+    again.max_pixel_diff = int(np.abs(np.asarray(again.image, dtype=np.int16) - reference).max())
+    return again

@@ -1,0 +1,220 @@
+"""LoRA adapters per pipeline, on weights that pipelines share.
+
+``load_pipeline`` gives every task's pipeline the *same* UNet and text encoder, so
+a LoRA injected into them is physically present for all of those pipelines. The
+kit records which adapters each pipeline asked for, at which scale, and
+``generate`` calls ``activate_adapters(pipe)`` first, which switches exactly that
+pipeline's adapters on. An adapter loaded for one pipeline therefore never changes
+another pipeline's images, whichever was loaded first.
+
+>>> from animegen_utils import load_pipeline, generate
+>>> from animegen_utils.lora import load_lora, set_lora_scale, unload_lora, active_adapters
+>>> pipe = load_pipeline()
+>>> plain = load_pipeline()                          # same weights, no LoRA
+>>> load_lora(pipe, "outputs/03/lora", adapter_name="mika", scale=0.8)
+'mika'
+>>> load_lora(pipe, "outputs/03/lora_style", adapter_name="style", scale=0.5)  # blended by name
+'style'
+>>> active_adapters(pipe)
+{'mika': 0.8, 'style': 0.5}
+>>> set_lora_scale(pipe, "mika", 1.0)
+>>> unload_lora(pipe, "style")                       # unload_lora(pipe) drops them all
+
+Adapters loaded with diffusers' own ``pipe.load_lora_weights(...)`` are not
+recorded by the kit. They behave as diffusers documents: they live in the shared
+weights, so every pipeline sharing that UNet sees them, and ``set_adapters`` /
+``disable_lora`` / ``cross_attention_kwargs={"scale": s}`` work as usual. The kit
+never switches off such an adapter that diffusers left active.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from pathlib import Path
+from typing import Any
+
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+__all__ = ["load_lora", "set_lora_scale", "unload_lora", "active_adapters", "activate_adapters",
+           "kit_adapter_names"]
+
+_RECORD = "animegen_adapters"      # on a pipeline: {adapter name: scale}, in load order
+_REGISTRY = "_animegen_lora"       # on a shared UNet: {adapter name: _Entry}
+
+
+class _Entry:
+    """One adapter in a shared UNet: where it came from and which pipelines use it."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.owners: weakref.WeakSet = weakref.WeakSet()
+
+
+def _models(pipe) -> list[Any]:
+    return [m for m in (getattr(pipe, "unet", None), getattr(pipe, "text_encoder", None)) if m is not None]
+
+
+def _tuner_layers(pipe) -> list[BaseTunerLayer]:
+    return [m for model in _models(pipe) for m in model.modules() if isinstance(m, BaseTunerLayer)]
+
+
+def _present(layers: list[BaseTunerLayer]) -> set[str]:
+    return {name for layer in layers for name in getattr(layer, "scaling", {})}
+
+
+def _registry(pipe) -> dict[str, _Entry]:
+    unet = pipe.unet
+    if not hasattr(unet, _REGISTRY):
+        # A plain attribute on the torch module: it travels with the shared object.
+        object.__setattr__(unet, _REGISTRY, {})
+    return getattr(unet, _REGISTRY)
+
+
+def _record(pipe) -> dict[str, float]:
+    record = getattr(pipe, _RECORD, None)
+    if record is None:
+        record = {}
+        setattr(pipe, _RECORD, record)
+    return record
+
+
+def _default_name(path_or_id: str | Path, weight_name: str | None) -> str:
+    stem = Path(weight_name).stem if weight_name else Path(str(path_or_id).rstrip("/")).name
+    name = re.sub(r"\W+", "_", stem.replace(".safetensors", "")).strip("_").lower()
+    return name or "lora"
+
+
+def kit_adapter_names(pipe) -> set[str]:
+    """Names of the adapters in ``pipe``'s shared weights that the kit loaded (for any pipeline)."""
+    return set(_registry(pipe)) if getattr(pipe, "unet", None) is not None else set()
+
+
+def active_adapters(pipe) -> dict[str, float]:
+    """The adapters this pipeline uses, with their scales (a copy)."""
+    return dict(getattr(pipe, _RECORD, None) or {})
+
+
+def load_lora(pipe, path_or_id: str | Path, adapter_name: str | None = None, scale: float = 1.0,
+              **load_kwargs: Any) -> str:
+    """Load a LoRA for this pipeline only, and return its adapter name.
+
+    ``path_or_id`` is anything ``pipe.load_lora_weights`` accepts: a folder with
+    ``pytorch_lora_weights.safetensors``, a ``.safetensors`` file (diffusers or
+    kohya/A1111 keys), or a Hub id (``weight_name=`` goes through ``load_kwargs``).
+    The name defaults to the folder or file name. Loading a name that another
+    pipeline sharing these weights already loaded from the same source reuses it.
+
+    >>> load_lora(pipe, "outputs/03/lora", adapter_name="mika", scale=0.8)
+    'mika'
+    """
+    if not hasattr(pipe, "load_lora_weights"):
+        raise TypeError(f"{type(pipe).__name__} cannot load LoRA weights (it has no load_lora_weights).")
+    name = adapter_name or _default_name(path_or_id, load_kwargs.get("weight_name"))
+    source = f"{path_or_id}::{load_kwargs.get('weight_name') or ''}"
+    registry = _registry(pipe)
+    entry = registry.get(name)
+    if entry is not None and entry.source != source:
+        raise ValueError(f"Adapter name {name!r} is already used for {entry.source.split('::')[0]!r} by a "
+                         "pipeline sharing these weights; pass another adapter_name.")
+    if entry is None:
+        if name in _present(_tuner_layers(pipe)):
+            raise ValueError(f"Adapter name {name!r} was loaded with diffusers' load_lora_weights; "
+                             "pass another adapter_name.")
+        before = _snapshot(pipe)
+        if isinstance(path_or_id, Path) or Path(str(path_or_id)).expanduser().exists():
+            path = Path(path_or_id).expanduser()
+            if path.is_file():
+                load_kwargs.setdefault("weight_name", path.name)
+                path_or_id = str(path.parent)
+            else:
+                path_or_id = str(path)
+        pipe.load_lora_weights(path_or_id, adapter_name=name, **load_kwargs)
+        # diffusers activates what it just loaded; put the previous state back so the
+        # new adapter only shows through this pipeline (activate_adapters does that).
+        _restore(pipe, before)
+        entry = registry[name] = _Entry(source)
+    entry.owners.add(pipe)
+    _record(pipe)[name] = float(scale)
+    return name
+
+
+def set_lora_scale(pipe, name: str, scale: float) -> None:
+    """Change the scale of one of this pipeline's adapters (0 switches it off, 1 is full strength)."""
+    record = _record(pipe)
+    if name not in record:
+        raise ValueError(f"Pipeline has no adapter {name!r}. Its adapters: {sorted(record) or 'none'}.")
+    record[name] = float(scale)
+
+
+def unload_lora(pipe, name: str | None = None) -> None:
+    """Drop one adapter (or, with ``name=None``, all of them) from this pipeline.
+
+    The weights are deleted from the shared model once no pipeline uses them.
+    """
+    record = _record(pipe)
+    if name is not None and name not in record:
+        raise ValueError(f"Pipeline has no adapter {name!r}. Its adapters: {sorted(record) or 'none'}.")
+    registry = _registry(pipe)
+    for n in [name] if name is not None else list(record):
+        del record[n]
+        entry = registry.get(n)
+        if entry is None:
+            continue
+        entry.owners.discard(pipe)
+        if not entry.owners:
+            del registry[n]
+            if n in _present(_tuner_layers(pipe)):
+                pipe.delete_adapters(n)
+
+
+def _snapshot(pipe) -> list[tuple[BaseTunerLayer, list[str], bool]]:
+    return [(layer, list(layer.active_adapters), bool(layer.disable_adapters)) for layer in _tuner_layers(pipe)]
+
+
+def _restore(pipe, snapshot) -> None:
+    for layer, names, disabled in snapshot:
+        _set_layer(layer, names, enabled=not disabled)
+    # Layers created by the load had no previous state: nothing of them is active.
+    # (Left enabled: diffusers' later load_lora_weights keeps a layer's enabled flag.)
+    known = {id(layer) for layer, _, _ in snapshot}
+    for layer in _tuner_layers(pipe):
+        if id(layer) not in known:
+            _set_layer(layer, [], enabled=True)
+
+
+def _set_layer(layer: BaseTunerLayer, names: list[str], enabled: bool) -> None:
+    # Only touch what differs: peft's set_adapter/enable_adapters also flip requires_grad.
+    if list(layer.active_adapters) != names:
+        layer.set_adapter(names)
+    if bool(layer.disable_adapters) == enabled:
+        layer.enable_adapters(enabled)
+
+
+def activate_adapters(pipe) -> None:
+    """Make this pipeline's adapters (and only those of the kit's) active, at their scales.
+
+    ``generate`` calls this before every pipeline call. Adapters that diffusers
+    loaded outside the kit keep the state diffusers gave them.
+    """
+    layers = _tuner_layers(pipe)
+    record = getattr(pipe, _RECORD, None) or {}
+    if not layers:
+        if record:
+            raise RuntimeError(f"The pipeline's adapters {sorted(record)} are no longer in its weights "
+                               "(removed with unload_lora_weights?). Call unload_lora(pipe) and load them again.")
+        return
+    present = _present(layers)
+    missing = sorted(set(record) - present)
+    if missing:
+        raise RuntimeError(f"The pipeline's adapters {missing} are no longer in its weights (removed with "
+                           "unload_lora_weights or delete_adapters?). Call unload_lora(pipe, name) and load again.")
+    kit = set(_registry(pipe))
+    for layer in layers:
+        own = [n for n in record if n in layer.scaling]
+        foreign = [] if layer.disable_adapters else [n for n in layer.active_adapters if n not in kit]
+        # Never disable a layer (an empty active list does the same): a layer that
+        # diffusers' disable_lora switched off stays off unless this pipeline has its own.
+        _set_layer(layer, foreign + own, enabled=bool(own) or not layer.disable_adapters)
+        for n in own:
+            layer.set_scale(n, record[n])
