@@ -12,7 +12,9 @@ Then open http://127.0.0.1:8000/ or::
 
 Modules: ``core`` (validation, generation, storing; shared with Lambda), ``app`` (FastAPI),
 ``storage`` (local folder or S3), ``settings``, ``lambda_handler``, ``background`` (start the
-service as a subprocess from a notebook or a test), ``browser`` (drive the page in Chromium).
+service as a subprocess from a notebook or a test), ``browser`` (drive the page in Chromium),
+``records`` (one database row per image: SQLite or PostgreSQL, Alembic migrations, ``check``),
+``history`` (``/api/generations`` and the ``/gallery`` page).
 Needs the ``serve`` extra: ``pip install "animegen[serve]"``.
 """
 

@@ -187,6 +187,8 @@ def create_app(settings: ServeSettings, pipe: Any = None) -> FastAPI:
             yield
         finally:
             app.state.queue.shutdown()
+            if app.state.records is not None:
+                app.state.records.close()  # hand the database connections back
 
     app = FastAPI(title="animegen", version="1.0.0", lifespan=lifespan,
                   description="Anime character generation with Stable Diffusion 1.5 (animegen_utils).")

@@ -11,10 +11,14 @@ JSON string, as it requires), or 400 with the reason. Configuration, from the en
 - ``ANIMEGEN_MODEL`` (default ``tiny``), ``ANIMEGEN_DEVICE`` (default ``auto``);
 - ``ANIMEGEN_S3_BUCKET``, ``ANIMEGEN_S3_PREFIX`` (``output/``), ``ANIMEGEN_S3_ENDPOINT_URL``:
   images go to ``s3://bucket/output/<uuid>.png`` and ``image_url`` is a presigned URL;
-  without a bucket, images go to ``ANIMEGEN_STORAGE_DIR`` (default ``/tmp/animegen``).
+  without a bucket, images go to ``ANIMEGEN_STORAGE_DIR`` (default ``/tmp/animegen``);
+- ``ANIMEGEN_DATABASE_URL`` (e.g. ``postgresql+psycopg://user:pw@host/animegen``): each image also
+  gets a generation record, as in the service. The database must already be migrated
+  (``python -m animegen_utils.serve db upgrade --database-url ...`` at deploy time).
 
-The model and the storage client are created on the first event and kept in module globals,
-so a warm container reuses them: one load per container, not per call.
+The model, the storage client and the database engine are created on the first event and kept
+in module globals, so a warm container reuses them: one load and one database connection per
+container, not per call (``records.LAMBDA_ENGINE_OPTIONS`` says how that connection is kept).
 """
 
 from __future__ import annotations
@@ -47,8 +51,13 @@ def get_core() -> ServeCore:
             root=env.get("ANIMEGEN_STORAGE_DIR", "/tmp/animegen"), s3_bucket=env.get("ANIMEGEN_S3_BUCKET") or None,
             s3_prefix=env.get("ANIMEGEN_S3_PREFIX", "output/"), s3_endpoint_url=env.get("ANIMEGEN_S3_ENDPOINT_URL")))
         pipe = load_model(env.get("ANIMEGEN_MODEL", "tiny"), device=env.get("ANIMEGEN_DEVICE", "auto"))
-        # ---- generation records (issue 14): a RecordStore from ANIMEGEN_DATABASE_URL goes here ----
-        _CORE = ServeCore(pipe, storage, records=None)
+        # ---- generation records (issue 14): one connection per container, see LAMBDA_ENGINE_OPTIONS ----
+        records = None
+        if env.get("ANIMEGEN_DATABASE_URL"):
+            from .records import LAMBDA_ENGINE_OPTIONS, RecordStore
+
+            records = RecordStore(env["ANIMEGEN_DATABASE_URL"], create=False, engine_options=LAMBDA_ENGINE_OPTIONS)
+        _CORE = ServeCore(pipe, storage, records=records)
     return _CORE
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +52,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -176,11 +178,25 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
+# AWS Lambda: one connection per container. The RecordStore (its engine and pool) lives in a
+# module global, created at cold start and reused by every warm invocation; a container runs
+# one event at a time, so one pooled connection is all it needs. pre_ping (see make_engine)
+# replaces a connection that died while the container was frozen, and recycling bounds its
+# age below the server's idle timeout. N concurrent containers hold N connections: put RDS
+# Proxy (or PgBouncer) in front of PostgreSQL when concurrency may exceed max_connections.
+# Lambda never migrates (many cold starts at once would race): run `db upgrade` on deploy.
+LAMBDA_ENGINE_OPTIONS: dict[str, Any] = {"pool_size": 1, "max_overflow": 0, "pool_recycle": 300}
+
+
 def _display(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
 # ----------------------------------------------------------------------- migrations
+
+
+# Alembic's `context` and `op` are module globals: one migration at a time per process.
+_MIGRATE_LOCK = threading.Lock()
 
 
 def alembic_config(url: str):
@@ -217,7 +233,7 @@ def upgrade(url: str | Engine, revision: str = "head", sql: bool = False) -> Non
         return
     engine = make_engine(url) if isinstance(url, str) else url
     try:
-        with engine.begin() as conn:
+        with _MIGRATE_LOCK, engine.begin() as conn:
             cfg = alembic_config(str(engine.url))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
@@ -265,9 +281,9 @@ class RecordStore:
     raises ``SchemaError`` naming the command that upgrades it.
     """
 
-    def __init__(self, url: str, *, create: bool = True) -> None:
+    def __init__(self, url: str, *, create: bool = True, engine_options: dict[str, Any] | None = None) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, **(engine_options or {}))
         self._ensure_schema(create)
 
     def __repr__(self) -> str:
@@ -287,7 +303,13 @@ class RecordStore:
                     "revision. Point --database-url at an empty database, or at one made by animegen."
                 )
             if create:
-                upgrade(self.engine)
+                try:
+                    upgrade(self.engine)
+                except DBAPIError:
+                    # Another process creating the same schema at the same moment wins the race;
+                    # the database must now be at head, or the error was something else.
+                    if current_revision(self.engine) != head:
+                        raise
                 return
             raise SchemaError(f"{_display(self.url)} has no animegen schema yet. Create it with: {hint}")
         from alembic.script import ScriptDirectory
