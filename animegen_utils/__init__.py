@@ -44,6 +44,7 @@ from .prompts import (  # noqa: E402
 )
 
 from .abtest import ABResult, ab_test  # noqa: E402
+from . import paths  # noqa: E402
 
 __version__ = "1.0.0"
 
@@ -52,5 +53,5 @@ __all__ = [
     "check_token_budget", "fit_token_budget", "load_pipeline", "switch_task", "set_scheduler",
     "pipeline_info", "resolve_device", "resolve_dtype", "clear_pipeline_cache", "SCHEDULERS",
     "TASKS", "ModelNotFoundError", "Generation", "generate", "save_image", "read_parameters",
-    "reproduce", "ab_test", "ABResult", "__version__",
+    "reproduce", "ab_test", "ABResult", "paths", "__version__",
 ]

@@ -185,7 +185,8 @@ def generate(
     _check_pipeline_kwargs(pipeline_kwargs)
     if height is None or width is None:
         default = pipe.unet.config.sample_size * pipe.vae_scale_factor
-        height, width = height or default, width or default
+        height = default if height is None else height
+        width = default if width is None else width
     _check_size(pipe, height, width)
     if check_memory:
         _check_memory(pipe, min(batch_size, len(prompts)), height, width, guidance)

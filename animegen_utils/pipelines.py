@@ -13,7 +13,6 @@ scheduler builds a new pipeline object around the *same* component objects.
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,9 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    LCMScheduler,
     PNDMScheduler,
+    StableDiffusionControlNetImg2ImgPipeline,
     StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
@@ -35,6 +36,7 @@ from diffusers import (
 
 TINY = "tiny"
 TINY_MODEL_DIR = Path(__file__).parent / "models" / "tiny"
+TINY_CONTROLNET_DIR = TINY_MODEL_DIR / "controlnet"
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_canny"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -43,7 +45,9 @@ TASKS: dict[str, type[DiffusionPipeline]] = {
     "txt2img": StableDiffusionPipeline,
     "img2img": StableDiffusionImg2ImgPipeline,
     "controlnet": StableDiffusionControlNetPipeline,
+    "controlnet_img2img": StableDiffusionControlNetImg2ImgPipeline,  # a sketch plus a source image
 }
+CONTROLNET_TASKS = ("controlnet", "controlnet_img2img")
 
 # Short names as A1111/ComfyUI users know them -> (class, config overrides, A1111 label).
 SCHEDULERS: dict[str, tuple[type, dict[str, Any], str]] = {
@@ -54,9 +58,25 @@ SCHEDULERS: dict[str, tuple[type, dict[str, Any], str]] = {
     "ddim": (DDIMScheduler, {}, "DDIM"),
     "pndm": (PNDMScheduler, {"skip_prk_steps": True}, "PLMS"),
     "unipc": (UniPCMultistepScheduler, {}, "UniPC"),
+    # Few-step sampling: load_pipeline(scheduler="lcm") also loads the matching LCM-LoRA.
+    "lcm": (LCMScheduler, {}, "LCM"),
+}
+
+# (steps, guidance) that ``generate`` uses when the caller gives none, per scheduler
+# short name. Multistep solvers converge in ~20 steps; the rest are listed where
+# they need more or less (measured on the built-in model in notebook 06).
+DEFAULT_SETTINGS: tuple[int, float] = (20, 7.5)
+RECOMMENDED_SETTINGS: dict[str, tuple[int, float]] = {
+    "pndm": (50, 7.5),  # diffusers' own default for PNDM/PLMS
+    "lcm": (4, 1.0),    # LCM-LoRA: guidance is distilled in; 1.0 skips the unconditional pass (notebook 06)
 }
 
 _RENAMED_MODELS = {"runwayml/stable-diffusion-v1-5": SD15}
+
+# The LCM-LoRA that scheduler="lcm" loads: the kit's own for "tiny", the public one for SD1.5 models.
+TINY_LCM_LORA_DIR = Path(__file__).parent / "models" / "tiny_lcm_lora"
+SD15_LCM_LORA = "latent-consistency/lcm-lora-sdv1-5"
+LCM_ADAPTER = "lcm"
 
 
 class ModelNotFoundError(OSError):
@@ -111,11 +131,94 @@ def make_scheduler(name: str, config: dict) -> Any:
     return cls.from_config(config, **overrides)
 
 
-def set_scheduler(pipe: DiffusionPipeline, name: str) -> DiffusionPipeline:
-    """Swap the scheduler in place (no weights involved) and record its name."""
+def set_scheduler(pipe: DiffusionPipeline, name: str, lcm_lora: str | None = None) -> DiffusionPipeline:
+    """Swap the scheduler in place and record its name.
+
+    ``"lcm"`` also loads the matching LCM-LoRA for this pipeline (see ``default_lcm_lora``);
+    leaving ``"lcm"`` drops it again. Other swaps involve no weights.
+    """
+    if lcm_lora is not None and name != "lcm":
+        raise ValueError(f"lcm_lora is for scheduler='lcm', got scheduler={name!r}.")
     pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
     pipe.animegen_info = replace(pipeline_info(pipe), scheduler=name)
+    if name == "lcm":
+        _attach_lcm_lora(pipe, lcm_lora)
+    else:
+        _detach_lcm_lora(pipe)
     return pipe
+
+
+def default_lcm_lora(model: str) -> str:
+    """The LCM-LoRA for ``model``: the kit's own for ``"tiny"``, ``latent-consistency/lcm-lora-sdv1-5``
+    for every other (Stable Diffusion 1.x) model.
+
+    >>> default_lcm_lora("anything-v5.safetensors")
+    'latent-consistency/lcm-lora-sdv1-5'
+    """
+    if model == TINY:
+        if not (TINY_LCM_LORA_DIR / "pytorch_lora_weights.safetensors").exists():
+            raise ModelNotFoundError(f"The built-in LCM-LoRA is missing from {TINY_LCM_LORA_DIR}. "
+                                     "Distil it with `python -m animegen_utils.fast distill`.")
+        return str(TINY_LCM_LORA_DIR)
+    return SD15_LCM_LORA
+
+
+def _lcm_adapter_name(source: str) -> str:
+    """``"lcm"`` for the default LCM-LoRAs, ``"lcm_<name>"`` for one the caller chose."""
+    if source in (str(TINY_LCM_LORA_DIR), SD15_LCM_LORA):
+        return LCM_ADAPTER
+    stem = Path(source.rstrip("/")).name.removesuffix(".safetensors")
+    return LCM_ADAPTER + "_" + ("".join(c if c.isalnum() else "_" for c in stem).strip("_").lower() or "custom")
+
+
+def _attach_lcm_lora(pipe: DiffusionPipeline, lcm_lora: str | None) -> None:
+    """Give ``pipe`` (only) its LCM-LoRA, through the kit's per-pipeline adapter records."""
+    from .lora.adapters import active_adapters, load_lora  # lazy: lora imports generation
+
+    source = str(lcm_lora) if lcm_lora is not None else default_lcm_lora(pipeline_info(pipe).model)
+    if getattr(pipe, "animegen_lcm_lora", None) not in (None, source):
+        _detach_lcm_lora(pipe)
+    name = _lcm_adapter_name(source)
+    if name not in active_adapters(pipe):
+        try:
+            # The file name is given for the public adapter: diffusers cannot guess it offline.
+            extra = {"weight_name": "pytorch_lora_weights.safetensors"} if source == SD15_LCM_LORA else {}
+            with _quiet_diffusers():  # an LCM-LoRA has no text-encoder part; diffusers logs that every time
+                load_lora(pipe, source, adapter_name=name, scale=1.0, **extra)
+        except OSError as err:  # hub errors (offline, not found) subclass OSError
+            raise _missing_model_error(source, err) from err
+    pipe.animegen_lcm_lora = source
+
+
+class _quiet_diffusers:
+    def __enter__(self):
+        from diffusers.utils import logging as dlogging
+
+        self._level = dlogging.get_verbosity()
+        dlogging.set_verbosity_error()
+
+    def __exit__(self, *exc):
+        from diffusers.utils import logging as dlogging
+
+        dlogging.set_verbosity(self._level)
+
+
+def _detach_lcm_lora(pipe: DiffusionPipeline) -> None:
+    from .lora.adapters import active_adapters, unload_lora
+
+    source = getattr(pipe, "animegen_lcm_lora", None)
+    if source is not None and _lcm_adapter_name(source) in active_adapters(pipe):
+        unload_lora(pipe, _lcm_adapter_name(source))
+    pipe.animegen_lcm_lora = None
+
+
+def recommended_settings(pipe: DiffusionPipeline) -> tuple[int, float]:
+    """The (steps, guidance) ``generate`` uses for ``pipe`` when the caller gives none.
+
+    >>> recommended_settings(load_pipeline())
+    (20, 7.5)
+    """
+    return RECOMMENDED_SETTINGS.get(pipeline_info(pipe).scheduler, DEFAULT_SETTINGS)
 
 
 def pipeline_info(pipe: DiffusionPipeline) -> PipelineInfo:
@@ -198,15 +301,21 @@ def _load_controlnet(controlnet: str | ControlNetModel | None, base: StableDiffu
                      model: str, dtype: torch.dtype) -> ControlNetModel:
     if isinstance(controlnet, ControlNetModel):
         return controlnet
-    if controlnet is None and model == TINY:
-        if (TINY_MODEL_DIR / "controlnet" / "config.json").exists():
-            return ControlNetModel.from_pretrained(TINY_MODEL_DIR / "controlnet", dtype=dtype)
-        warnings.warn("The built-in model ships no trained ControlNet yet; using an untrained one "
-                      "initialised from the UNet (its zero convolutions make it a no-op).")
-        return controlnet_from_unet(base.unet, base.vae_scale_factor)
+    if controlnet == TINY or (controlnet is None and model == TINY):
+        if not (TINY_CONTROLNET_DIR / "config.json").exists():
+            raise ModelNotFoundError(f"The built-in ControlNet is missing from {TINY_CONTROLNET_DIR}. "
+                                     "Train it with `python -m animegen_utils.control train`.")
+        return ControlNetModel.from_pretrained(TINY_CONTROLNET_DIR, local_files_only=True, dtype=dtype)
     name = controlnet or DEFAULT_CONTROLNET
+    path = Path(name).expanduser()
     try:
+        if path.is_dir():
+            return ControlNetModel.from_pretrained(path, local_files_only=True, dtype=dtype)
+        if name.startswith((".", "/", "~")):
+            raise ModelNotFoundError(f"No ControlNet folder at {path}")
         return ControlNetModel.from_pretrained(name, dtype=dtype)
+    except ModelNotFoundError:
+        raise
     except (OSError, ValueError) as err:
         raise _missing_model_error(name, err) from err
 
@@ -226,8 +335,10 @@ def _pipeline_from_components(cls: type[DiffusionPipeline], pipe: DiffusionPipel
 
 
 def switch_task(pipe: DiffusionPipeline, task: str, controlnet: str | ControlNetModel | None = None,
-                scheduler: str | None = None) -> DiffusionPipeline:
+                scheduler: str | None = None, lcm_lora: str | None = None) -> DiffusionPipeline:
     """The same weights as ``pipe`` in a pipeline for another task.
+
+    With scheduler ``"lcm"`` (given, or ``pipe``'s own) the new pipeline gets the LCM-LoRA too.
 
     >>> img2img = switch_task(pipe, "img2img")
     >>> img2img.unet is pipe.unet
@@ -237,7 +348,7 @@ def switch_task(pipe: DiffusionPipeline, task: str, controlnet: str | ControlNet
         raise ValueError(f"Unknown task {task!r}. Valid choices: {', '.join(TASKS)}.")
     info = pipeline_info(pipe)
     extra: dict[str, Any] = {}
-    if task == "controlnet":
+    if task in CONTROLNET_TASKS:
         cn = getattr(pipe, "controlnet", None) if controlnet is None else None
         extra["controlnet"] = cn or _load_controlnet(controlnet, pipe, info.model, pipe.dtype)
     new = _pipeline_from_components(TASKS[task], pipe, extra)
@@ -246,6 +357,10 @@ def switch_task(pipe: DiffusionPipeline, task: str, controlnet: str | ControlNet
         type(pipe.scheduler).from_config(pipe.scheduler.config)
     new.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
     new.animegen_info = replace(info, task=task, scheduler=scheduler or info.scheduler)
+    if new.animegen_info.scheduler == "lcm":
+        _attach_lcm_lora(new, lcm_lora or getattr(pipe, "animegen_lcm_lora", None))
+    elif lcm_lora is not None:
+        raise ValueError(f"lcm_lora is for scheduler='lcm', got scheduler={new.animegen_info.scheduler!r}.")
     return new
 
 
@@ -260,22 +375,31 @@ def load_pipeline(
     controlnet: str | ControlNetModel | None = None,
     config: str | None = None,
     variant: str | None = None,
+    lcm_lora: str | None = None,
 ) -> DiffusionPipeline:
-    """Load a Stable Diffusion 1.x pipeline for ``task`` (txt2img, img2img, controlnet).
+    """Load a Stable Diffusion 1.x pipeline for ``task`` (txt2img, img2img, controlnet, controlnet_img2img).
 
     Args:
         model: ``"tiny"`` (built-in, offline), a Hub id, a local diffusers folder, or
             a single ``.safetensors``/``.ckpt`` checkpoint.
-        scheduler: one of ``SCHEDULERS`` (dpm++, dpm++_karras, euler_a, euler, ddim, pndm, unipc).
+        scheduler: one of ``SCHEDULERS`` (dpm++, dpm++_karras, euler_a, euler, ddim, pndm, unipc, lcm).
+            ``"lcm"`` is few-step sampling: ``LCMScheduler`` plus an LCM-LoRA loaded for this
+            pipeline only (``generate`` then defaults to 4 steps at guidance 1.0).
         clip_skip: CLIP layers to skip, diffusers' convention: 1 uses the penultimate
             layer, which is A1111's "Clip skip: 2" that many anime checkpoints expect.
         safety_checker: SD1.5 ships an NSFW filter; pass ``False`` to load without it
             (you take responsibility for the outputs). The built-in model has none.
-        controlnet: for ``task="controlnet"``: a Hub id, folder or ``ControlNetModel``
-            (default ``lllyasviel/control_v11p_sd15_canny``; the built-in one for ``"tiny"``).
+        controlnet: for the controlnet tasks: a Hub id, a local folder, ``"tiny"`` (the built-in
+            canny ControlNet) or a ``ControlNetModel`` (default ``lllyasviel/control_v11p_sd15_canny``;
+            for ``model="tiny"`` the built-in one).
         config: for single files, a diffusers folder or Hub id describing the architecture.
         variant: weight variant to fetch from the Hub, e.g. ``"fp16"``.
+        lcm_lora: for ``scheduler="lcm"``, the LCM-LoRA to use: a Hub id, a folder or a
+            ``.safetensors`` file. Default: the built-in one for ``"tiny"``,
+            ``latent-consistency/lcm-lora-sdv1-5`` for other models.
     """
+    if lcm_lora is not None and scheduler != "lcm":
+        raise ValueError(f"lcm_lora is for scheduler='lcm', got scheduler={scheduler!r}.")
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}. Valid choices: {', '.join(TASKS)}.")
     if scheduler not in SCHEDULERS:
@@ -293,7 +417,7 @@ def load_pipeline(
         base.animegen_info = PipelineInfo(model, "txt2img", scheduler, clip_skip, str(dev),
                                           str(torch_dtype).replace("torch.", ""))
         _LOADED[key] = base
-    pipe = switch_task(base, task, controlnet=controlnet, scheduler=scheduler)
+    pipe = switch_task(base, task, controlnet=controlnet, scheduler=scheduler, lcm_lora=lcm_lora)
     pipe.animegen_info = replace(pipe.animegen_info, clip_skip=clip_skip)
     return pipe
 

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -17,7 +16,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-FIGURES_DIR = Path(os.environ.get("ANIMEGEN_FIGURES_DIR", "figures"))
+from . import paths
+
 BLOG_DPI = 200
 
 
@@ -89,20 +89,20 @@ def save_figure(fig: Figure, name: str, formats: Sequence[str] = ("png",), direc
                 dpi: int = BLOG_DPI) -> list[Path]:
     """Save ``fig`` as ``<directory>/<name>.<fmt>`` for each format; returns the paths.
 
-    ``directory`` defaults to ``$ANIMEGEN_FIGURES_DIR`` or ``figures/``.
+    ``directory`` defaults to ``$ANIMEGEN_FIGURES_DIR``, else the project's ``figures/``
+    (``animegen_utils.paths.figures_dir``), whatever the working directory.
     """
     if Path(name).suffix:
         raise ValueError(f"Give the name without an extension ({Path(name).stem!r}); use formats=(...) instead")
-    out_dir = Path(directory) if directory is not None else FIGURES_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
+    out_dir = paths.figures_dir(directory)
+    written = []
     for fmt in formats:
         path = out_dir / f"{name}.{fmt}"
         # Fixed metadata so the same figure gives the same bytes (clean git diffs).
         metadata = {"Software": None} if fmt == "png" else ({"CreationDate": None} if fmt == "pdf" else None)
         fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata=metadata)
-        paths.append(path)
-    return paths
+        written.append(path)
+    return written
 
 
 def image_stats(images: Sequence) -> dict[str, float]:

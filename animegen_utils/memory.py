@@ -1,0 +1,174 @@
+"""A memory guard: refuse a request that would run the machine out of memory.
+
+A 2560×2560 batch on a laptop does not fail politely: the kernel kills the
+process, and in Jupyter that is a dead kernel and lost work. ``generate`` calls
+``check_memory`` before it runs anything:
+
+>>> from animegen_utils import load_pipeline
+>>> from animegen_utils.memory import estimate_peak_bytes, check_memory
+>>> pipe = load_pipeline()
+>>> estimate_peak_bytes(pipe, batch=1, height=64, width=64) < 2**30
+True
+>>> check_memory(pipe, batch=3, height=2560, width=2560)   # raises MemoryEstimateError
+
+The estimate is deliberately simple and conservative. For one denoising step
+(the UNet, with classifier-free guidance doubling the batch) and for the VAE
+decode it adds up the activations that are alive at the same time:
+
+- UNet: the skip connections kept from every down block, a few working tensors
+  at full latent resolution, and self-attention: ``heads × tokens²`` scores per
+  image when the attention implementation materialises them (the classic
+  processors, or MPS), ``heads × tokens × head_dim`` when it is a fused
+  (flash / memory-efficient) kernel, divided by the slice count under
+  ``pipe.enable_attention_slicing()``.
+- VAE decode: about a dozen tensors of the decoder's top block at full image
+  resolution per image (measured on the built-in model: 11 at 1280² px),
+  for the whole batch unless ``pipe.enable_vae_slicing()``, and bounded by the
+  tile size under ``pipe.enable_vae_tiling()``.
+
+It is compared with what the device has free: ``torch.cuda.mem_get_info`` on
+CUDA, MemAvailable of ``/proc/meminfo`` (or the physical memory) on the CPU,
+and MPS's recommended maximum on Apple silicon. Skip the check with
+``generate(..., check_memory=False)`` or ``ANIMEGEN_MEMORY_CHECK=0``, e.g. on a
+machine with swap you are willing to use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+VAE_TENSORS_PER_PIXEL = 12      # decoder top-block tensors alive at once (measured 11, rounded up)
+UNET_WORKING_TENSORS = 6        # resnet/attention temporaries at the current level
+HEADROOM = 0.9                  # leave 10 % for the allocator, Python and the notebook itself
+
+
+class MemoryEstimateError(MemoryError):
+    """A request whose estimated peak memory exceeds what the device has free."""
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    unet_bytes: int
+    vae_bytes: int
+
+    @property
+    def peak_bytes(self) -> int:
+        return max(self.unet_bytes, self.vae_bytes)
+
+
+def _attention_is_fused(pipe) -> bool:
+    """Whether self-attention runs as one fused kernel that never holds tokens² scores."""
+    if pipe.device.type == "mps":
+        return False
+    processors = getattr(pipe.unet, "attn_processors", {})
+    if not processors:
+        return True
+    return all(type(p).__name__ in ("AttnProcessor2_0", "XFormersAttnProcessor", "FusedAttnProcessor2_0")
+               for p in processors.values())
+
+
+def _attention_slices(pipe) -> int:
+    """How many pieces attention is split into by ``enable_attention_slicing`` (1 if not)."""
+    for module in pipe.unet.modules():
+        slice_size = getattr(module, "sliceable_head_dim", None)
+        processor = getattr(module, "processor", None)
+        if slice_size and processor is not None and hasattr(processor, "slice_size"):
+            return max(1, int(slice_size) // max(1, int(processor.slice_size)))
+    return 1
+
+
+def estimate_peak_bytes(pipe, batch: int, height: int, width: int, guidance: float = 7.5) -> int:
+    """Estimated peak bytes of generating ``batch`` images at ``height``×``width`` with ``pipe``."""
+    return estimate_memory(pipe, batch, height, width, guidance).peak_bytes
+
+
+def estimate_memory(pipe, batch: int, height: int, width: int, guidance: float = 7.5) -> MemoryEstimate:
+    unet, vae = pipe.unet, pipe.vae
+    itemsize = torch.finfo(unet.dtype).bits // 8
+    rows = batch * (2 if guidance > 1 else 1)  # classifier-free guidance runs cond and uncond together
+    factor = pipe.vae_scale_factor
+    tokens = (height // factor) * (width // factor)
+
+    channels = list(unet.config.block_out_channels)
+    layers = unet.config.layers_per_block
+    layers = layers[0] if isinstance(layers, (list, tuple)) else layers
+    # Skip connections: (layers + 1) tensors per down level, each a quarter the size of the last.
+    skips = sum((layers + 1) * c * tokens // 4**i for i, c in enumerate(channels))
+    working = UNET_WORKING_TENSORS * channels[0] * tokens
+
+    heads_cfg = unet.config.num_attention_heads or unet.config.attention_head_dim
+    fused, slices = _attention_is_fused(pipe), _attention_slices(pipe)
+    attention = 0
+    for i, block in enumerate(unet.config.down_block_types):
+        if "CrossAttn" not in block:
+            continue
+        level_tokens = tokens // 4**i
+        heads = heads_cfg[i] if isinstance(heads_cfg, (list, tuple)) else heads_cfg
+        head_dim = channels[i] // max(1, heads)
+        scores = level_tokens * (head_dim if fused else level_tokens)
+        attention = max(attention, 2 * heads * scores // (1 if fused else slices))
+    unet_bytes = rows * (skips + working + attention) * itemsize
+
+    vae_dtype_bytes = 4 if getattr(vae.config, "force_upcast", False) else torch.finfo(vae.dtype).bits // 8
+    top_channels = vae.config.block_out_channels[0]
+    pixels = height * width
+    if getattr(vae, "use_tiling", False):
+        tile = int(getattr(vae, "tile_sample_min_size", 512))
+        pixels = min(pixels, tile * tile)
+    images_at_once = 1 if getattr(vae, "use_slicing", False) else batch
+    vae_bytes = images_at_once * VAE_TENSORS_PER_PIXEL * top_channels * pixels * vae_dtype_bytes
+    return MemoryEstimate(unet_bytes=int(unet_bytes), vae_bytes=int(vae_bytes))
+
+
+def available_bytes(device: torch.device | str) -> int:
+    """Free memory on ``device``: CUDA's free memory, MPS's budget, or the CPU's available RAM."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "mps":
+        return int(torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory())
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # not Linux: fall back to the physical memory
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def check_memory(pipe, batch: int, height: int, width: int, guidance: float = 7.5) -> MemoryEstimate:
+    """Raise ``MemoryEstimateError`` when the request would not fit; returns the estimate otherwise.
+
+    Set ``ANIMEGEN_MEMORY_CHECK=0`` (or pass ``check_memory=False`` to ``generate``) to skip it.
+    """
+    estimate = estimate_memory(pipe, batch, height, width, guidance)
+    if os.environ.get("ANIMEGEN_MEMORY_CHECK", "1").lower() in ("0", "false", "no", "off"):
+        return estimate
+    free = available_bytes(pipe.device)
+    if estimate.peak_bytes <= HEADROOM * free:
+        return estimate
+    per_image = estimate_memory(pipe, 1, height, width, guidance).peak_bytes
+    part = "the VAE decode" if estimate.vae_bytes >= estimate.unet_bytes else "the UNet"
+    remedies = []
+    if batch > 1 and per_image <= HEADROOM * free:
+        remedies.append(f"a smaller batch (batch_size={max(1, int(HEADROOM * free // per_image))} fits)")
+    remedies.append(f"a smaller size (the model's native size is "
+                    f"{pipe.unet.config.sample_size * pipe.vae_scale_factor}px)")
+    if part == "the VAE decode":
+        remedies.append("pipe.enable_vae_tiling() or pipe.enable_vae_slicing()")
+    else:
+        remedies.append("pipe.enable_attention_slicing()")
+    raise MemoryEstimateError(
+        f"Generating {batch} image(s) at {width}x{height} needs about {_gib(estimate.peak_bytes)} "
+        f"(mostly {part}), but {pipe.device.type} has {_gib(free)} free. Try {'; or '.join(remedies)}. "
+        "If you know better, skip this check with generate(..., check_memory=False) or ANIMEGEN_MEMORY_CHECK=0."
+    )
