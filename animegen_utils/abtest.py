@@ -41,6 +41,7 @@ for real models); attributes it does not return are reported as ``None``.
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -300,4 +301,191 @@ def ab_test(
     )
 
 
-__all__ = ["ab_test", "ABResult", "identity_request", "ROW_KEYS", "FRACTION_METRICS"]
+# -- descriptions: free text in, v1.0 (A) vs understood (B) -----------------------------------------
+DESCRIPTION_ROW_KEYS = ("arm", "backend", "model", "n_images", "n_checks", "adherence", "emotion", "style",
+                        "hair_color", "eye_color", "hairstyle", "accessory", "over_budget")
+# Probe attributes in the order the table shows them.
+PROBE_ATTRIBUTES = ("emotion", "style", "hair_color", "eye_color", "hairstyle", "accessory")
+
+
+def scored_request(attributes: dict[str, Any]) -> dict[str, str]:
+    """A description's stated attributes in the probe's terms (``accessories`` → ``accessory``).
+
+    The toy world draws one accessory at most, so two stated accessories are not scored.
+
+    >>> scored_request({"emotion": "angry", "accessories": ["glasses"], "hair_color": "silver"})
+    {'emotion': 'angry', 'hair_color': 'silver', 'accessory': 'glasses'}
+    """
+    out = {k: v for k, v in attributes.items() if k in PROBE_ATTRIBUTES}
+    accessories = attributes.get("accessories")
+    if accessories is not None and len(accessories) <= 1:
+        out["accessory"] = accessories[0] if accessories else "none"
+    return out
+
+
+@dataclass
+class DescriptionABResult:
+    """What ``description_ab_test`` measured and drew.
+
+    ``images_a[i]`` and ``images_b[i]`` share description ``keys[i][0]`` (an index into
+    ``descriptions``) and seed ``keys[i][1]``. ``hits_a[i]`` / ``hits_b[i]`` map each scored
+    attribute of that image to whether the probe read it back as requested.
+    """
+
+    rows: list[dict[str, Any]]
+    descriptions: list[dict[str, Any]]
+    images_a: list[Generation] = field(repr=False)
+    images_b: list[Generation] = field(repr=False)
+    prompts_a: list[Prompt] = field(repr=False)
+    prompts_b: list[Prompt] = field(repr=False)
+    keys: list[tuple[int, int]] = field(repr=False)
+    hits_a: list[dict[str, bool]] = field(repr=False)
+    hits_b: list[dict[str, bool]] = field(repr=False)
+    seeds: list[int] = field(default_factory=list)
+    scorer: str | None = None
+    pipeline_model: str | None = None
+
+    def row(self, arm: str) -> dict[str, Any]:
+        _check_choice("arm", arm, ARMS)
+        return next(r for r in self.rows if r["arm"] == arm)
+
+    def to_markdown(self, digits: int = 2, columns: Sequence[str] = DESCRIPTION_ROW_KEYS) -> str:
+        """The rows as a Markdown table, numbers rounded to ``digits``; ``n/a`` where nothing was asked."""
+        from .llm.usage import to_markdown
+
+        unknown = [c for c in columns if c not in DESCRIPTION_ROW_KEYS]
+        if unknown:
+            raise ValueError(f"Unknown columns {unknown}. Valid columns: {', '.join(DESCRIPTION_ROW_KEYS)}.")
+        rounded = [{k: round(v, digits) if isinstance(v, float) else v for k, v in r.items()} for r in self.rows]
+        return to_markdown(rounded, columns=columns)
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+    def by_language(self) -> list[dict[str, Any]]:
+        """Adherence per arm and description language (``lang`` in the data, ``"?"`` if absent)."""
+        out: dict[str, dict[str, Any]] = {}
+        for i, (d, _) in enumerate(self.keys):
+            lang = self.descriptions[d].get("lang", "?")
+            row = out.setdefault(lang, {"lang": lang, "n_images": 0, "A": [0, 0], "B": [0, 0]})
+            row["n_images"] += 1
+            for arm, hits in (("A", self.hits_a[i]), ("B", self.hits_b[i])):
+                row[arm][0] += sum(hits.values())
+                row[arm][1] += len(hits)
+        return [{"lang": r["lang"], "n_images": r["n_images"],
+                 "A": r["A"][0] / r["A"][1] if r["A"][1] else None,
+                 "B": r["B"][0] / r["B"][1] if r["B"][1] else None} for r in out.values()]
+
+    def paired_grid(self, which: Sequence[int] | None = None, seed: int | None = None, title: str | None = None):
+        """A and B side by side for the same seed, one row per description, with the probe's verdict.
+
+        ``which`` are indices into ``descriptions`` (default: the first 6); each cell's
+        caption says how many requested attributes the probe read back (``4/5``).
+        """
+        from .viz import image_grid
+
+        which = list(range(min(6, len(self.descriptions)))) if which is None else list(which)
+        seed = self.seeds[0] if seed is None else seed
+        if seed not in self.seeds:
+            raise ValueError(f"seed {seed} was not drawn; drawn seeds: {self.seeds}")
+        index = {k: i for i, k in enumerate(self.keys)}
+        images, captions, row_labels = [], [], []
+        for d in which:
+            i = index[(d, seed)]
+            images += [self.images_a[i], self.images_b[i]]
+            captions += [f"{sum(h.values())}/{len(h)}" for h in (self.hits_a[i], self.hits_b[i])]
+            desc = self.descriptions[d]
+            text = desc["text"] if desc.get("lang", "en") == "en" else f"({desc.get('lang')}) description"
+            row_labels.append(f"{desc.get('id', d)}\n{text[:22]}" + ("…" if len(text) > 22 else ""))
+        return image_grid(images, rows=len(which), cols=2, row_labels=row_labels,
+                          col_labels=["A: naive", f"B: {self.row('B')['backend']}"], captions=captions,
+                          title=title or f"Descriptions, seed {seed}: attributes read back / requested")
+
+
+def description_ab_test(
+    pipe,
+    optimizer,
+    descriptions: Sequence[dict[str, Any]],
+    seeds: Sequence[int] = (0,),
+    scorer=None,
+    steps: int = 20,
+    guidance: float = 7.5,
+    progress: bool = False,
+) -> DescriptionABResult:
+    """Draw every description with every seed from ``naive_prompt`` (A) and ``optimize_description`` (B).
+
+    ``descriptions`` are rows of ``llm.describe.load_descriptions()``: ``{"text", "attributes",
+    ...}``. Both arms are scored against the stated ``attributes`` (not against what B
+    understood), so B's parsing mistakes count against it. Per arm: ``adherence`` is the
+    fraction of (image, requested attribute) checks the scorer reads back as requested;
+    one column per attribute; ``over_budget`` counts prompts longer than the text
+    encoder's window (the encoder silently ignores the rest).
+    """
+    from .prompts import check_token_budget, naive_prompt
+
+    descriptions = list(descriptions)
+    seeds = [int(s) for s in seeds]
+    if not descriptions or not seeds:
+        raise ValueError("description_ab_test needs at least one description and one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds}")
+    missing = [i for i, d in enumerate(descriptions) if "text" not in d or "attributes" not in d]
+    if missing:
+        raise ValueError(f"descriptions {missing} lack 'text' or 'attributes' (what the text asks for)")
+    if scorer is None:
+        from .evaluate.metrics import ProbeScorer
+
+        scorer = ProbeScorer()
+
+    naive = [naive_prompt(d["text"]) for d in descriptions]
+    understood = [optimizer.optimize_description(d["text"]) for d in descriptions]
+    keys = [(i, s) for i in range(len(descriptions)) for s in seeds]
+    prompts_a = [naive[i] for i, _ in keys]
+    prompts_b = [understood[i] for i, _ in keys]
+    seed_list = [s for _, s in keys]
+    from transformers.utils import logging as hf_logging
+
+    # Long naive prompts overflow the 77-token window, and both generate() and the tokenizer
+    # say so for every image; the overflow is counted in ``over_budget`` instead.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Prompt is .* tokens")
+            images_a = generate(pipe, prompts_a, seed=seed_list, steps=steps, guidance=guidance, progress=progress)
+            images_b = generate(pipe, prompts_b, seed=seed_list, steps=steps, guidance=guidance, progress=progress)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    requested = [scored_request(descriptions[i]["attributes"]) for i, _ in keys]
+
+    def hits(images: list[Generation]) -> list[dict[str, bool]]:
+        predict = getattr(scorer, "predict", None)
+        if predict is None:  # a scorer with only accuracy(): one image at a time, the attributes it reads
+            scored = [(scorer.accuracy([g.image], [r]), r) for g, r in zip(images, requested)]
+            return [{k: acc[k] == 1.0 for k in r if k in acc} for acc, r in scored]
+        pred = predict([g.image for g in images])
+        return [{k: pred[k][n] == v for k, v in r.items() if k in pred} for n, r in enumerate(requested)]
+
+    hits_a, hits_b = hits(images_a), hits(images_b)
+    rows = []
+    for arm, arm_hits, prompts, unique in (("A", hits_a, prompts_a, naive), ("B", hits_b, prompts_b, understood)):
+        checks = [v for h in arm_hits for v in h.values()]
+        row: dict[str, Any] = {
+            "arm": arm, "backend": _label(unique, "backend"), "model": _label(unique, "model"),
+            "n_images": len(prompts), "n_checks": len(checks),
+            "adherence": sum(checks) / len(checks) if checks else None,
+        }
+        for attr in PROBE_ATTRIBUTES:
+            values = [h[attr] for h in arm_hits if attr in h]
+            row[attr] = sum(values) / len(values) if values else None
+        row["over_budget"] = sum(not check_token_budget(p, pipe.tokenizer).fits for p in unique)
+        rows.append(row)
+    return DescriptionABResult(
+        rows=rows, descriptions=descriptions, images_a=images_a, images_b=images_b, prompts_a=prompts_a,
+        prompts_b=prompts_b, keys=keys, hits_a=hits_a, hits_b=hits_b, seeds=seeds,
+        scorer=getattr(scorer, "name", type(scorer).__name__), pipeline_model=pipeline_info(pipe).model,
+    )
+
+
+__all__ = ["ab_test", "ABResult", "identity_request", "ROW_KEYS", "FRACTION_METRICS", "description_ab_test",
+           "DescriptionABResult", "DESCRIPTION_ROW_KEYS", "scored_request"]

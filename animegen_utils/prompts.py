@@ -143,6 +143,12 @@ class Prompt:
     emotion: str | None = None
     style: str | None = None
     dropped_tags: tuple[str, ...] = field(default=())
+    # From a free-text description (``PromptOptimizer.optimize_description``): what was
+    # understood (``llm.describe.REQUEST_FIELDS``), what was not, and where a character
+    # sheet overrode the text.
+    request: dict | None = field(default=None, hash=False)
+    unresolved: tuple[str, ...] = ()
+    conflicts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tags", tuple(self.tags))
@@ -226,6 +232,25 @@ def build_prompt(
         emotion=emotion,
         style=style,
     )
+
+
+#: The v1.0 base of ``naive_prompt``: subject and quality tags.
+NAIVE_BASE: str = ", ".join(SUBJECT_TAGS + QUALITY_TAGS)
+
+
+def naive_prompt(description: str, base: str = NAIVE_BASE) -> Prompt:
+    """The v1.0 way with free text: the plan's ``f"{base}, {description}"``, words passed through as written.
+
+    It is the baseline of notebook 02's description A/B test (arm A).
+
+    >>> naive_prompt("silver pigtails, ruby eyes, furious").positive
+    '1girl, solo, masterpiece, best quality, detailed eyes, anime style, silver pigtails, ruby eyes, furious'
+    """
+    if not isinstance(description, str) or not description.strip():
+        raise ValueError(f"description must be a non-empty string, got {description!r}")
+    text = " ".join(description.split())  # newlines would end the prompt for some UIs
+    base_tags = tuple(t.strip() for t in base.split(",") if t.strip())
+    return Prompt(tags=(*base_tags, text), roles=("subject",) * len(base_tags) + ("extra",), backend="naive")
 
 
 class TokenBudgetError(ValueError):

@@ -179,3 +179,48 @@ def test_tiny_model_both_arms_follow_the_emotion():
     for arm in "AB":
         assert res.row(arm)["emotion_accuracy"] >= 0.6, res.to_markdown()
     assert res.row("B")["distinct_tags"] > res.row("A")["distinct_tags"]
+
+
+# -- free-text descriptions ------------------------------------------------------------------------
+DESCRIPTIONS = [
+    {"id": "x1", "lang": "en", "text": "a cheerful girl in a hoodie, blonde hair",
+     "attributes": {"emotion": "happy", "style": "casual", "hair_color": "blonde"}},
+    {"id": "x2", "lang": "ja", "text": "泣いている黒髪の少女、ドレス",
+     "attributes": {"emotion": "sad", "style": "formal", "hair_color": "black"}},
+    {"id": "x3", "lang": "en", "text": "furious, glasses", "attributes": {"emotion": "angry", "accessories": ["glasses"]}},
+]
+
+
+def test_description_ab_test_pairs_seeds_and_scores_the_stated_attributes(dummy_pipe):
+    from animegen_utils.abtest import DESCRIPTION_ROW_KEYS, description_ab_test
+    from animegen_utils.prompts import naive_prompt
+
+    opt = PromptOptimizer(backend="offline")
+    bright = description_ab_test(dummy_pipe, opt, DESCRIPTIONS, seeds=[4, 9], scorer=BrightnessScorer(-1.0), steps=2)
+    assert bright.keys == [(d, s) for d in range(3) for s in (4, 9)]
+    for (d, s), ga, gb, pa, pb in zip(bright.keys, bright.images_a, bright.images_b, bright.prompts_a,
+                                       bright.prompts_b):
+        assert ga.params["seed"] == gb.params["seed"] == s
+        assert pa == naive_prompt(DESCRIPTIONS[d]["text"]) and ga.params["prompt"] == pa.positive
+        assert pb == opt.optimize_description(DESCRIPTIONS[d]["text"]) and gb.params["prompt"] == pb.positive
+    assert [tuple(r) for r in bright.rows] == [DESCRIPTION_ROW_KEYS] * 2
+    a, b = bright.row("A"), bright.row("B")
+    assert (a["backend"], b["backend"]) == ("naive", "offline")
+    # The brightness scorer reads emotion, style and hair colour: every image reads as happy,
+    # casual, blonde, so exactly the first description's checks pass, in both arms.
+    assert a["n_checks"] == b["n_checks"] == 2 * (3 + 3 + 1)
+    assert a["adherence"] == b["adherence"] == pytest.approx(6 / 14)
+    assert (a["emotion"], a["style"], a["hair_color"], a["accessory"]) == (pytest.approx(1 / 3), 0.5, 0.5, None)
+    assert bright.hits_a[0] == {"emotion": True, "style": True, "hair_color": True}
+    langs = {r["lang"]: r for r in bright.by_language()}
+    assert langs["ja"]["n_images"] == 2 and langs["ja"]["A"] == 0.0 and langs["en"]["B"] == pytest.approx(6 / 8)
+    assert "| A | naive |" in bright.to_markdown()
+    grid = bright.paired_grid([0, 2], seed=9)
+    assert len(grid.axes) == 4 and grid.axes[0].get_xlabel() == "3/3" and grid.axes[2].get_xlabel() == "0/1"
+    with pytest.raises(ValueError, match="not drawn"):
+        bright.paired_grid(seed=5)
+    with pytest.raises(ValueError, match="attributes"):
+        description_ab_test(dummy_pipe, opt, [{"text": "happy"}], scorer=BrightnessScorer(0.0), steps=2)
+    import matplotlib.pyplot as plt
+
+    plt.close("all")

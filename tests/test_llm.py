@@ -341,3 +341,142 @@ def test_fit_token_budget_never_returns_an_empty_prompt(tmp_path):
     huge = Prompt(tags=("x" * 100, "y" * 100), roles=("extra", "extra"))
     with pytest.raises(TokenBudgetError, match="77"):
         fit_token_budget(huge, tok)
+
+
+# -- free-text descriptions ------------------------------------------------------------------------
+MIKA = "my OC Mika: silver pigtails, ruby eyes, furious, in her sailor uniform, wearing her round glasses"
+MIKA_ANSWER = {"emotion": "angry", "style": "school_uniform", "hair_color": "silver", "eye_color": "red",
+               "hairstyle": "twintails", "accessories": ["glasses"], "extra_tags": ["round eyewear"],
+               "avoid_tags": [], "unresolved": ["my OC Mika"], "rationale": "furious is angry, pigtails are twintails"}
+
+
+def describe_reply(answer: dict, usage=(300, 90), block_id="toolu_d1"):
+    return httpx2.Response(200, json={
+        "id": "msg_d", "type": "message", "role": "assistant", "model": DEFAULT_ANTHROPIC_MODEL,
+        "stop_reason": "tool_use",
+        "content": [{"type": "tool_use", "id": block_id, "name": "submit_request", "input": answer}],
+        "usage": {"input_tokens": usage[0], "output_tokens": usage[1]},
+    })
+
+
+def test_describe_request_carries_the_tool_schema_with_vocabulary_enums(tmp_path):
+    from animegen_utils.llm.describe import DESCRIBE_SYSTEM_PROMPT
+    from animegen_utils.prompts import EYE_COLORS, HAIR_COLORS, HAIRSTYLES, STYLES
+
+    server = Server(describe_reply(MIKA_ANSWER))
+    prompt = claude(server, tmp_path).optimize_description(MIKA)
+
+    (body,) = server.bodies
+    assert body["model"] == DEFAULT_ANTHROPIC_MODEL and body["system"] == DESCRIBE_SYSTEM_PROMPT
+    assert body["messages"] == [{"role": "user", "content": "Character description:\n" + MIKA}]
+    (tool,) = body["tools"]
+    assert tool["name"] == "submit_request"
+    assert body["tool_choice"] == {"type": "tool", "name": "submit_request"}
+    assert body["thinking"] == {"type": "disabled"}  # a forced tool does not combine with thinking
+    props = tool["input_schema"]["properties"]
+    assert props["emotion"]["enum"] == list(EMOTIONS) and props["style"]["enum"] == list(STYLES)
+    assert props["hair_color"]["enum"] == list(HAIR_COLORS) and props["eye_color"]["enum"] == list(EYE_COLORS)
+    assert props["hairstyle"]["enum"] == list(HAIRSTYLES)
+    assert props["accessories"]["items"]["enum"] == ["hair ribbon", "glasses"]
+    assert props["extra_tags"] == {"type": "array", "items": {"type": "string"}}  # free tags
+
+    assert (prompt.backend, prompt.model) == ("anthropic", DEFAULT_ANTHROPIC_MODEL)
+    assert prompt.request == {k: MIKA_ANSWER[k] for k in ("emotion", "style", "hair_color", "eye_color",
+                                                           "hairstyle", "accessories")}
+    assert prompt.unresolved == ("my OC Mika",) and prompt.rationale == MIKA_ANSWER["rationale"]
+    assert prompt.tags[:5] == ("1girl", "solo", "angry", "frown", "v-shaped eyebrows")
+    assert "round eyewear" in prompt.tags_with_role("extra")
+
+
+def test_describe_answer_outside_the_enums_is_repaired(tmp_path):
+    bad = {**MIKA_ANSWER, "emotion": "livid", "hair_color": "platinum"}
+    server = Server(describe_reply(bad), describe_reply(MIKA_ANSWER, block_id="toolu_d2"))
+    opt = claude(server, tmp_path)
+    prompt = opt.optimize_description(MIKA)
+    assert len(server.bodies) == 2
+    repair = server.bodies[1]
+    assert repair["tools"] == server.bodies[0]["tools"] and repair["tool_choice"]["name"] == "submit_request"
+    assert [m["role"] for m in repair["messages"]] == ["user", "assistant", "user"]
+    (result,) = repair["messages"][2]["content"]
+    assert result["type"] == "tool_result" and result["tool_use_id"] == "toolu_d1" and result["is_error"]
+    assert "emotion 'livid' is not one of: happy, angry" in result["content"]
+    assert "hair_color 'platinum'" in result["content"]
+    assert prompt.backend == "anthropic" and prompt.request["emotion"] == "angry"
+    assert opt.cache_stats() == {"hits": 0, "misses": 1, "api_calls": 2}
+
+
+def test_describe_still_invalid_falls_back_to_the_offline_parser(tmp_path, caplog):
+    bad = {**MIKA_ANSWER, "style": "kimono"}
+    server = Server(describe_reply(bad), describe_reply({"emotion": 3}), describe_reply(MIKA_ANSWER))
+    opt = claude(server, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="animegen_utils.llm"):
+        prompt = opt.optimize_description(MIKA)
+    assert len(server.bodies) == 2 and "still invalid" in caplog.text
+    assert prompt.backend == "offline" and prompt.rationale.startswith("offline fallback (anthropic output invalid)")
+    assert prompt.request["hair_color"] == "silver" and prompt.unresolved == ("mika",)  # the lexicon parser's
+    with pytest.raises(LLMOutputError, match="style 'kimono'"):
+        claude(Server(describe_reply(bad), describe_reply(bad)), tmp_path, fallback=None,
+               use_cache=False).optimize_description(MIKA)
+
+
+def test_describe_cache_is_keyed_on_the_text(tmp_path):
+    server = Server(describe_reply(MIKA_ANSWER))
+    first = claude(server, tmp_path).optimize_description(MIKA)
+    assert len(server.bodies) == 1
+    # A new optimizer (a restarted notebook) on the same cache: zero requests, for any
+    # variant or character sheet, and for the same text with other whitespace.
+    silent = Server()
+    opt = claude(silent, tmp_path)
+    again = opt.optimize_description(MIKA)
+    assert again == first
+    sheet = CharacterSheet("pink", "blue", "twintails")
+    with_sheet = opt.optimize_description("  " + MIKA.replace(", ", ",  "), character=sheet, variant=2)
+    assert silent.bodies == [] and opt.cache_stats() == {"hits": 2, "misses": 0, "api_calls": 0}
+    assert with_sheet.request["hair_color"] == "pink" and with_sheet.conflicts
+    assert opt.usage_summary() == []
+    # Another text is another key.
+    other = Server(describe_reply({**MIKA_ANSWER, "emotion": "sad"}))
+    assert claude(other, tmp_path).optimize_description(MIKA + " (crying)").request["emotion"] == "sad"
+    assert len(other.bodies) == 1
+
+
+def test_describe_with_openai_forces_the_function(tmp_path):
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "submit_request", "arguments": json.dumps(MIKA_ANSWER)}}
+    bad_call = {**call, "function": {"name": "submit_request", "arguments": "{not json"}}
+
+    def reply(tool_call):
+        return httpx2.Response(200, json={
+            "id": "c1", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "finish_reason": "tool_calls",
+                         "message": {"role": "assistant", "content": None, "tool_calls": [tool_call]}}],
+            "usage": {"prompt_tokens": 200, "completion_tokens": 60, "total_tokens": 260}})
+
+    server = Server(reply(bad_call), reply(call))
+    opt = PromptOptimizer(backend="openai", api_key="sk-test", cache_dir=tmp_path,
+                          http_client=httpx2.Client(transport=httpx2.MockTransport(server)))
+    prompt = opt.optimize_description(MIKA)
+    first, repair = server.bodies
+    (tool,) = first["tools"]
+    assert tool["type"] == "function" and tool["function"]["name"] == "submit_request"
+    assert tool["function"]["parameters"]["properties"]["emotion"]["enum"] == list(EMOTIONS)
+    assert first["tool_choice"] == {"type": "function", "function": {"name": "submit_request"}}
+    assert "response_format" not in first
+    assert repair["messages"][-2]["tool_calls"][0]["id"] == "call_1"
+    assert repair["messages"][-1]["role"] == "tool" and repair["messages"][-1]["tool_call_id"] == "call_1"
+    assert prompt.backend == "openai" and prompt.request["emotion"] == "angry"
+
+
+def test_default_claude_model_is_current():
+    # The SDK ships a table of deprecated models (it warns when one is used); the default
+    # must not be in it, and must be a model id the installed SDK knows.
+    import typing
+
+    from anthropic._data.deprecated_models import DEPRECATED_MODELS
+    from anthropic.types.model_param import ModelParam
+
+    known = {a for arg in typing.get_args(ModelParam) for a in typing.get_args(arg)}
+    assert DEPRECATED_MODELS, "the SDK's deprecation table moved or is empty: update this test"
+    assert DEFAULT_ANTHROPIC_MODEL not in DEPRECATED_MODELS, DEPRECATED_MODELS[DEFAULT_ANTHROPIC_MODEL]
+    assert DEFAULT_ANTHROPIC_MODEL in known
+    assert estimate_cost(DEFAULT_ANTHROPIC_MODEL, 1000, 100) is not None  # priced, so cost tables work

@@ -1,7 +1,8 @@
-"""LLM backends: Anthropic (tool use) and OpenAI-compatible (JSON mode).
+"""LLM backends: Anthropic (forced tool use) and OpenAI-compatible (JSON mode or a forced function).
 
 Both speak the same small protocol so ``PromptOptimizer`` never sees an SDK type:
-``ask(text) -> Completion`` and ``repair(previous, feedback) -> Completion``.
+``ask(text, tool=None, system=...) -> Completion`` and ``repair(previous, feedback) -> Completion``
+(the repair reuses the request's tool and system prompt).
 SDK errors are translated into ``LLMAuthError`` (fix your key) and
 ``LLMUnavailableError`` (the SDK's own retries are exhausted).
 
@@ -22,7 +23,13 @@ from animegen_utils.prompts import EMOTION_TAGS, STYLE_TAGS, CharacterSheet
 
 from .offline import EMOTION_VOCAB
 
-DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-6"
+# Claude Haiku 5.5: the current Haiku (not in the SDK's deprecation table; a test checks).
+# Both jobs here, picking 15-30 tags and mapping a description onto a closed schema, are
+# short extraction/classification tasks, Haiku's intended use; at $0.10 / $0.50 per million
+# input / output tokens a prompt (~700 in, ~150 out) costs about $0.0001, 20x less than
+# Sonnet 5.5 ($2 / $10). Quality is bounded by the enums, the validator, one repair and the
+# offline fallback; pass model="claude-sonnet-5-5" where nuance is worth the price.
+DEFAULT_ANTHROPIC_MODEL = "claude-haiku-5-5"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 # Bump when SYSTEM_PROMPT / request_text / the tool change: it is part of the cache key.
 TEMPLATE_VERSION = "1"
@@ -108,6 +115,8 @@ class Completion:
     output_tokens: int
     messages: list[dict] = field(default_factory=list)  # ends with the assistant turn
     tool_use_id: str | None = None
+    tool: dict | None = None    # the forced tool of the request, reused by the repair
+    system: str = ""
 
 
 def _parse_json(text: str) -> Any:
@@ -142,8 +151,9 @@ class AnthropicBackend:
                                          timeout=timeout, http_client=http_client)
         self.client = client
 
-    def ask(self, text: str) -> Completion:
-        return self._send([{"role": "user", "content": text}])
+    def ask(self, text: str, tool: dict | None = None, system: str = SYSTEM_PROMPT) -> Completion:
+        """One forced call of ``tool`` (default ``SUBMIT_TOOL``) with ``system`` and the user ``text``."""
+        return self._send([{"role": "user", "content": text}], tool or SUBMIT_TOOL, system)
 
     def repair(self, previous: Completion, feedback: str) -> Completion:
         # After a tool_use the next user turn must answer it with a tool_result.
@@ -152,16 +162,20 @@ class AnthropicBackend:
                      "content": feedback}]
         else:
             turn = feedback
-        return self._send(previous.messages + [{"role": "user", "content": turn}])
+        return self._send(previous.messages + [{"role": "user", "content": turn}],
+                          previous.tool or SUBMIT_TOOL, previous.system or SYSTEM_PROMPT)
 
-    def _send(self, messages: list[dict]) -> Completion:
+    def _send(self, messages: list[dict], tool: dict, system: str) -> Completion:
         sdk = self._sdk
         try:
             # No temperature: anthropic 2.x's messages.create (API version 2026-10-21) has no
             # sampling parameters at all; variants differ through the request text instead.
+            # Thinking is off: current models think by default, and a forced tool_choice
+            # does not combine with thinking. (Models that cannot turn it off, Opus 5.5 and
+            # Fable 5.1, answer 400 here: the optimizer then falls back to offline.)
             response = self.client.messages.create(
-                model=self.model, max_tokens=self.max_tokens, system=SYSTEM_PROMPT, messages=messages, tools=[SUBMIT_TOOL],
-                tool_choice={"type": "tool", "name": SUBMIT_TOOL["name"]},
+                model=self.model, max_tokens=self.max_tokens, system=system, messages=messages, tools=[tool],
+                tool_choice={"type": "tool", "name": tool["name"]}, thinking={"type": "disabled"},
             )
         except (sdk.AuthenticationError, sdk.PermissionDeniedError) as err:
             raise LLMAuthError(f"Anthropic rejected the API key ({err.status_code}). "
@@ -170,8 +184,8 @@ class AnthropicBackend:
             raise LLMUnavailableError(f"Anthropic API failed: {err}") from err
         blocks: list[dict] = []
         data, raw, tool_id = None, "", None
-        for block in response.content:
-            if block.type == "tool_use" and block.name == SUBMIT_TOOL["name"]:
+        for block in response.content:  # by type: a reply may start with other blocks
+            if block.type == "tool_use" and block.name == tool["name"]:
                 data, raw, tool_id = block.input, json.dumps(block.input), block.id
                 blocks.append({"type": "tool_use", "id": block.id, "name": block.name, "input": block.input})
             elif block.type == "text":
@@ -181,7 +195,7 @@ class AnthropicBackend:
             data = _parse_json(raw)
         usage = response.usage
         return Completion(data, raw, usage.input_tokens, usage.output_tokens,
-                          messages + [{"role": "assistant", "content": blocks or "(empty)"}], tool_id)
+                          messages + [{"role": "assistant", "content": blocks or "(empty)"}], tool_id, tool, system)
 
 
 class OpenAIBackend:
@@ -214,34 +228,55 @@ class OpenAIBackend:
                                    http_client=http_client, **kwargs)
         self.client = client
 
-    def ask(self, text: str) -> Completion:
-        system = SYSTEM_PROMPT + (
-            '\nAnswer with one JSON object only: {"positive_tags": [...], "negative_tags": [...], '
-            '"rationale": "..."}'
-        )
-        return self._send([{"role": "system", "content": system}, {"role": "user", "content": text}])
+    def ask(self, text: str, tool: dict | None = None, system: str = SYSTEM_PROMPT) -> Completion:
+        """JSON mode by default; with ``tool``, a forced function call whose parameters are its schema."""
+        if tool is None:
+            system = system + (
+                '\nAnswer with one JSON object only: {"positive_tags": [...], "negative_tags": [...], '
+                '"rationale": "..."}'
+            )
+        return self._send([{"role": "system", "content": system}, {"role": "user", "content": text}], tool)
 
     def repair(self, previous: Completion, feedback: str) -> Completion:
-        return self._send(previous.messages + [{"role": "user", "content": feedback}])
+        if previous.tool_use_id:  # a tool call is answered by a tool message
+            turn = {"role": "tool", "tool_call_id": previous.tool_use_id, "content": feedback}
+        else:
+            turn = {"role": "user", "content": feedback}
+        return self._send(previous.messages + [turn], previous.tool)
 
-    def _send(self, messages: list[dict]) -> Completion:
+    def _send(self, messages: list[dict], tool: dict | None = None) -> Completion:
         sdk = self._sdk
+        if tool is None:
+            mode: dict[str, Any] = {"response_format": {"type": "json_object"}}
+        else:
+            mode = {"tools": [{"type": "function", "function": {
+                        "name": tool["name"], "description": tool["description"], "parameters": tool["input_schema"]}}],
+                    "tool_choice": {"type": "function", "function": {"name": tool["name"]}}}
         try:
             # No max_tokens: newer OpenAI models only accept max_completion_tokens and
             # many local servers only the former; the answer is short either way.
             response = self.client.chat.completions.create(
-                model=self.model, messages=messages, temperature=self.temperature,
-                response_format={"type": "json_object"},
+                model=self.model, messages=messages, temperature=self.temperature, **mode,
             )
         except (sdk.AuthenticationError, sdk.PermissionDeniedError) as err:
             raise LLMAuthError(f"The OpenAI API rejected the key ({err.status_code}). "
                                + _OPENAI_KEY_HELP) from err
         except sdk.APIError as err:
             raise LLMUnavailableError(f"OpenAI API failed: {err}") from err
-        raw = (response.choices[0].message.content or "") if response.choices else ""
+        message = response.choices[0].message if response.choices else None
+        raw = (message.content or "") if message is not None else ""
+        calls = [c for c in (getattr(message, "tool_calls", None) or []) if getattr(c, "type", "") == "function"]
         usage = response.usage
-        return Completion(
-            _parse_json(raw), raw,
-            getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0,
-            messages + [{"role": "assistant", "content": raw}],
-        )
+        n_in, n_out = getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0
+        if tool is not None and calls:
+            call = calls[0]
+            arguments = call.function.arguments or ""
+            try:
+                data = json.loads(arguments)
+            except json.JSONDecodeError:
+                data = None
+            turn = {"role": "assistant", "content": raw or None, "tool_calls": [
+                {"id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": arguments}}]}
+            return Completion(data, arguments, n_in, n_out, messages + [turn], call.id, tool)
+        return Completion(_parse_json(raw), raw, n_in, n_out, messages + [{"role": "assistant", "content": raw}],
+                          None, tool)

@@ -48,6 +48,16 @@ def cache_key(*, backend: str, model: str | None, emotion: str, style: str,
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()
 
 
+def description_cache_key(*, backend: str, model: str | None, text: str, template_version: str) -> str:
+    """The key of a parsed description: the text (whitespace collapsed), not the character or variant.
+
+    The sheet is merged and the variant applied after parsing, so one API call serves them all.
+    """
+    payload = {"kind": "description", "backend": backend, "model": model, "text": " ".join(text.split()),
+               "template": template_version}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
 class PromptCache:
     """Key → JSON value store in ``<cache_dir>/prompts.sqlite3``.
 

@@ -38,7 +38,17 @@ from .backends import (
     repair_text,
     request_text,
 )
-from .cache import PromptCache, cache_key
+from .cache import PromptCache, cache_key, description_cache_key
+from .describe import (
+    DESCRIBE_SYSTEM_PROMPT,
+    DESCRIBE_TEMPLATE_VERSION,
+    DESCRIBE_TOOL,
+    Parsed,
+    describe_request_text,
+    parse_description,
+    request_prompt,
+    validate_request,
+)
 from .offline import offline_generate
 from .usage import UsageTracker
 from .validate import assemble_prompt, normalize_tag, validate_output
@@ -157,6 +167,58 @@ class PromptOptimizer:
                 self._cache.put(key, answer)
         return self._finish(answer, emotion, style, character, self.backend, self.model)
 
+    def optimize_description(self, text: str, character: CharacterSheet | None = None,
+                             variant: int = 0) -> Prompt:
+        """A free-text description (English, Japanese, ...) → a validated, budgeted ``Prompt``.
+
+        ``prompt.request`` is what was understood (``describe.REQUEST_FIELDS``),
+        ``prompt.unresolved`` the phrases that map to nothing, ``prompt.conflicts`` where
+        ``character`` overrode the text (the sheet always wins; each conflict is also
+        logged as a warning). The LLM backends fill the ``describe.DESCRIBE_TOOL`` schema;
+        the offline backend (and the fallback) is the lexicon parser
+        ``describe.parse_description``. The cache is keyed on the text alone.
+
+        >>> p = PromptOptimizer(backend="offline").optimize_description("furious, silver pigtails")
+        >>> p.request["emotion"], p.tags[:3]
+        ('angry', ('1girl', 'solo', 'angry'))
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"description must be a non-empty string, got {text!r}")
+        if self._llm is None:
+            return self._described(parse_description(text), character, variant, "offline", None)
+        key = description_cache_key(backend=self.backend, model=self.model, text=text,
+                                    template_version=DESCRIBE_TEMPLATE_VERSION)
+        cached = self._cache.get(key) if self._cache is not None else None
+        if cached is not None:
+            self._stats["hits"] += 1
+            return self._described(Parsed.from_dict(cached), character, variant, self.backend, self.model)
+        self._stats["misses"] += 1
+        try:
+            completion = self._call(self._llm.ask, describe_request_text(text), DESCRIBE_TOOL, DESCRIBE_SYSTEM_PROMPT)
+            parsed, errors = validate_request(completion.data)
+            if errors:
+                logger.info("%s answer invalid (%s); sending one repair request", self.backend, "; ".join(errors))
+                completion = self._call(self._llm.repair, completion, repair_text(errors))
+                parsed, errors = validate_request(completion.data)
+        except LLMAuthError:
+            raise
+        except LLMUnavailableError as err:
+            if self.fallback is None:
+                raise
+            logger.warning("%s backend failed after retries (%s); using the offline parser", self.backend, err)
+            return self._described(parse_description(text), character, variant, "offline", None,
+                                   why=f"{self.backend} failed")
+        if parsed is None:
+            if self.fallback is None:
+                raise LLMOutputError(f"{self.backend} answer invalid after one repair: {'; '.join(errors)}")
+            logger.warning("%s answer still invalid after one repair (%s); using the offline parser",
+                           self.backend, "; ".join(errors))
+            return self._described(parse_description(text), character, variant, "offline", None,
+                                   why=f"{self.backend} output invalid")
+        if self._cache is not None:
+            self._cache.put(key, parsed.to_dict())
+        return self._described(parsed, character, variant, self.backend, self.model)
+
     def cache_stats(self) -> dict[str, int]:
         """``{"hits", "misses", "api_calls"}`` for this optimizer (a repair is an extra api call)."""
         return dict(self._stats)
@@ -191,6 +253,20 @@ class PromptOptimizer:
         if why:
             answer["rationale"] = f"offline fallback ({why}): {answer['rationale']}"
         return self._finish(answer, emotion, style, character, "offline", None)
+
+    def _described(self, parsed: Parsed, character: CharacterSheet | None, variant: int, backend: str,
+                   model: str | None, why: str | None = None) -> Prompt:
+        rationale = parsed.rationale or None
+        if why:
+            rationale = f"offline fallback ({why}): {parsed.rationale}"
+        prompt = request_prompt(parsed, character, variant=variant, tokenizer=self.tokenizer, backend=backend,
+                                model=model, rationale=rationale)
+        for conflict in prompt.conflicts:
+            logger.warning("description vs character sheet: %s", conflict)
+        lost = set(prompt.tags_with_role("identity")) & set(prompt.dropped_tags)
+        if lost:
+            logger.warning("token budget forced dropping essential tags: %s", ", ".join(sorted(lost)))
+        return prompt
 
     def _finish(self, answer: dict, emotion: str, style: str, character: CharacterSheet | None,
                 backend: str, model: str | None) -> Prompt:

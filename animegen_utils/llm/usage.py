@@ -18,6 +18,12 @@ from typing import Iterable, Mapping
 # the time of writing. Estimates only: check the vendor's page before budgeting.
 # Dated snapshots ("claude-haiku-4-5-20251001") match their alias by prefix.
 PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
+    "claude-fable-5-1": (10.0, 50.0),
+    "claude-opus-5-5": (4.0, 20.0),
+    "claude-opus-5": (5.0, 25.0),
+    "claude-sonnet-5-5": (2.0, 10.0),
+    "claude-sonnet-5": (2.0, 10.0),
+    "claude-haiku-5-5": (0.10, 0.50),  # prompts up to 100k tokens (ours are ~1k)
     "claude-opus-4-6": (5.0, 25.0),
     "claude-opus-4-5": (5.0, 25.0),
     "claude-opus-4-1": (15.0, 75.0),
