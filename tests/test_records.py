@@ -735,3 +735,58 @@ def test_lambda_writes_the_same_records(tmp_path, db_url, pipe, monkeypatch):
     assert sorted(records.ids()) == sorted(b["id"] for b in answers)
     assert check(LocalStorage(tmp_path / "images"), records).ok
     records.close()
+
+
+def test_history_and_gallery_in_a_real_browser(tmp_path, pipe, db_url):
+    """The page's history comes back after a restart and a reload; the gallery pages, filters and deletes."""
+    import httpx
+
+    pytest.importorskip("playwright")
+    from playwright.sync_api import sync_playwright
+
+    from animegen_utils.serve.background import ThreadedServer
+    from animegen_utils.serve.browser import chromium_path, launch_chromium
+
+    if chromium_path() is None:
+        pytest.fail("No Chromium: install Debian's `chromium` package (listed in .ci/apt-packages.txt)")
+    with ThreadedServer(make_app(tmp_path, pipe, db_url)) as server:
+        made = [httpx.post(f"{server.url}/api/generate", json={"emotion": e, "style": "casual", "seed": s,
+                                                                "steps": STEPS}, timeout=120).json()
+                for e, s in [("happy", 1), ("sad", 2), ("happy", 3)]]
+    port = server.port
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            # A new service on the same storage and database: the history is still there.
+            restarted = make_app(tmp_path, pipe, db_url)
+            with ThreadedServer(restarted, port=port) as server:
+                page = browser.new_page()
+                page.set_default_timeout(120_000)
+                page.goto(server.url)
+                page.wait_for_function("document.querySelectorAll('#history li img').length === 3")
+                srcs = page.eval_on_selector_all("#history li img", "els => els.map(e => e.getAttribute('src'))")
+                assert srcs == [m["image_url"] for m in reversed(made)]
+                page.reload()
+                page.wait_for_function("document.querySelectorAll('#history li img').length === 3")
+
+                page.goto(f"{server.url}/gallery?limit=2")
+                page.wait_for_function("document.querySelectorAll('#grid li').length === 2")
+                assert page.is_visible("#more")
+                page.click("#more")
+                page.wait_for_function("document.querySelectorAll('#grid li').length === 3")
+                assert page.is_hidden("#more")
+                ids = page.eval_on_selector_all("#grid li", "els => els.map(e => e.dataset.id)")
+                assert ids == [m["id"] for m in reversed(made)]
+                page.wait_for_function("[...document.querySelectorAll('#grid img')].every(i => i.naturalWidth > 0)")
+
+                page.select_option("#emotion", "sad")
+                page.wait_for_function("document.querySelectorAll('#grid li').length === 1")
+                assert page.get_attribute("#grid li", "data-id") == made[1]["id"]
+                page.on("dialog", lambda dialog: dialog.accept())
+                page.click("#grid li button")
+                page.wait_for_function("document.querySelectorAll('#grid li').length === 0")
+                assert httpx.get(f"{server.url}/api/generations/{made[1]['id']}").status_code == 404
+                assert httpx.get(f"{server.url}{made[1]['image_url']}").status_code == 404
+                assert sorted(restarted.state.records.ids()) == sorted([made[0]["id"], made[2]["id"]])
+        finally:
+            browser.close()
