@@ -28,8 +28,22 @@ demo: install
 	done
 	@echo; echo "Executed notebooks: $$(pwd)/outputs/"; echo "Figures:            $$(pwd)/figures/"; ls figures
 
+# pytest over tests/ and nbval over notebooks/ (native CPU kernels), and at the same time a second
+# nbval pass under another CPU configuration (AVX2 kernels, one thread), so outputs that depend on
+# the CPU fail here before they fail for a user. Each pass writes figures and outputs into its own
+# scratch folder, leaving the committed figures alone.
+NBVAL := notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+ALT_CPU ?= ATEN_CPU_CAPABILITY=avx2 OMP_NUM_THREADS=1
+
 test: install
-	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+	@scratch=$$(mktemp -d); \
+	( export ANIMEGEN_FIGURES_DIR=$$scratch/alt/figures ANIMEGEN_OUTPUTS_DIR=$$scratch/alt/outputs $(ALT_CPU); \
+	  $(BIN)/python -m pytest $(NBVAL) -q > $$scratch/alt.log 2>&1 ) & alt=$$!; \
+	ANIMEGEN_FIGURES_DIR=$$scratch/main/figures ANIMEGEN_OUTPUTS_DIR=$$scratch/main/outputs \
+	  $(BIN)/python -m pytest tests $(NBVAL); main=$$?; \
+	wait $$alt; altrc=$$?; \
+	echo; echo "== nbval again under $(ALT_CPU)"; tail -n 25 $$scratch/alt.log; \
+	rm -rf $$scratch; test $$main -eq 0 && test $$altrc -eq 0
 
 train-tiny: install
 	$(BIN)/python -m animegen_utils.toyworld.train

@@ -9,7 +9,7 @@ process, and in Jupyter that is a dead kernel and lost work. ``generate`` calls
 >>> pipe = load_pipeline()
 >>> estimate_peak_bytes(pipe, batch=1, height=64, width=64) < 2**30
 True
->>> check_memory(pipe, batch=3, height=2560, width=2560)   # raises MemoryEstimateError
+>>> check_memory(pipe, batch=3, height=16384, width=16384)   # ~600 GiB: raises MemoryEstimateError
 
 The estimate is deliberately simple and conservative. For one denoising step
 (the UNet, with classifier-free guidance doubling the batch) and for the VAE
