@@ -340,6 +340,7 @@ def switch_task(pipe: DiffusionPipeline, task: str, controlnet: str | ControlNet
 
     With scheduler ``"lcm"`` (given, or ``pipe``'s own) the new pipeline gets the LCM-LoRA too.
 
+    >>> pipe = load_pipeline()
     >>> img2img = switch_task(pipe, "img2img")
     >>> img2img.unet is pipe.unet
     True

@@ -273,8 +273,11 @@ class TokenBudget:
 def check_token_budget(prompt: Prompt | str, tokenizer, raise_on_cut: bool = False) -> TokenBudget:
     """Report which tags a tokenizer would cut off; never truncates.
 
-    >>> budget = check_token_budget(prompt, pipe.tokenizer)
+    >>> from animegen_utils import load_pipeline
+    >>> pipe = load_pipeline()          # counted with the pipeline's own tokenizer
+    >>> budget = check_token_budget(build_prompt("happy", "casual"), pipe.tokenizer)
     >>> budget.fits, budget.n_tokens, budget.cut_tags
+    (True, 27, ())
     """
     tags = prompt.tags if isinstance(prompt, Prompt) else tuple(t.strip() for t in prompt.split(","))
     max_tokens = int(getattr(tokenizer, "model_max_length", CLIP_MAX_TOKENS))
