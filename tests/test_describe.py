@@ -42,6 +42,10 @@ TABLE = [
      {"emotion": "surprised", "style": "school_uniform", "eye_color": "purple", "accessories": ["glasses"]}, [], []),
     ("gleeful, honey-blonde locks, topaz eyes", {"emotion": "happy", "hair_color": "blonde", "eye_color": "yellow"},
      [], []),
+    ("a tall girl with long wavy silver hair and striking red eyes",
+     {"hairstyle": "long hair", "hair_color": "silver", "eye_color": "red"}, ["tall", "wavy", "striking"], []),
+    ("silver long hair, Rose has blue eyes", {"hair_color": "silver", "hairstyle": "long hair", "eye_color": "blue"},
+     ["rose"], []),  # a colour word only counts next to its noun
     # negation
     ("not smiling, tshirt", {"style": "casual"}, [], ["happy", "smile"]),
     ("never angry, always cheerful", {"emotion": "happy"}, ["always"], ["angry", "frown"]),

@@ -118,7 +118,6 @@ _EN_ENTRIES = _english_entries()
 _EN_PATTERN = re.compile(
     r"(?<![a-z0-9'])(" + "|".join(re.escape(p) for p in sorted(_EN_ENTRIES, key=len, reverse=True)) + r")(?![a-z0-9])"
 )
-_HAIRSTYLE_NOUNS = {normalize_text(p) for p in (*lx.HAIRSTYLE_WORDS["twintails"], "bob", "bob cut", "pixie cut")}
 # Clause boundaries: punctuation, a dash between spaces, "but", "while", "with".
 _BOUNDARY = re.compile(r"[,.;:!?、。！？\n()\"]| - | — |\bbut\b|\bwhile\b|\bwith\b")
 _WORD = re.compile(r"[a-z0-9']+")
@@ -170,18 +169,23 @@ def _english_matches(text: str) -> list[_Match]:
 
     def is_noun(m: _Match, target: str) -> bool:
         if target == "hair":
-            return m.kind == "hair_noun" or (m.kind == "hairstyle" and m.text in _HAIRSTYLE_NOUNS)
+            return m.kind in ("hair_noun", "hairstyle")  # "silver long hair", "pink pigtails"
         return m.kind == "eye_noun"
 
     def attach(i: int, targets: tuple[str, ...]) -> tuple[str, int] | None:
         """The noun a colour/length at ``i`` belongs to: (target, index) or None."""
-        # Forward: "pink hair", "long silver hair", "blue-eyed": at most 2 free words, no "and".
-        j = i + 1  # skip adjacent colours/lengths: "ruby red hair", "long silver hair"
-        while (j < len(matches) and clause[j] == clause[i] and matches[j].kind in ("color", "length")
-               and not _words_between(text, matches[j - 1].end, matches[j].start)):
+        # Forward: "pink hair", "blue-eyed", "ruby red hair", "long wavy silver hair": at most 2
+        # free words on the way, no "and". A colour skips only adjacent colours ("rose has blue
+        # eyes" says nothing about a rose colour); a length skips adjectives too.
+        j, free = i + 1, []
+        while j < len(matches) and clause[j] == clause[i] and matches[j].kind in ("color", "length"):
+            gap = _words_between(text, matches[j - 1].end, matches[j].start)
+            if gap and (matches[i].kind == "color" or len(free) + len(gap) > 2 or "and" in gap):
+                break
+            free += gap
             j += 1
         if j < len(matches) and clause[j] == clause[i]:
-            between = _words_between(text, matches[j - 1].end, matches[j].start)
+            between = free + _words_between(text, matches[j - 1].end, matches[j].start)
             if len(between) <= 2 and "and" not in between:
                 for t in targets:
                     if is_noun(matches[j], t):
