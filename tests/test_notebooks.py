@@ -20,6 +20,7 @@ SMALL_RUNS = {
         steps=4, emotions=["happy", "sad"], styles=["casual"], seeds=[0, 1], variants=2,
         cache_dir="{tmp}/cache",
     ),
+    "05_serving.ipynb": dict(steps=2, burst_size=2, screenshot=False, outputs_dir="{tmp}/outputs"),
 }
 
 

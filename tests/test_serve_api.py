@@ -298,3 +298,16 @@ def test_load_20_concurrent_clients(live, tmp_path):
             assert body["seed"] == body["asked_seed"] == png_params(img.content)["seed"]
             assert EMOTIONS[body["asked_seed"] // 1000 % 5] in body["prompt"]
     assert sorted(p.name for p in (tmp_path / "images").glob("*.png")) == sorted(f"{b['id']}.png" for b in ok)
+
+
+def test_client_burst_and_latency_table(live):
+    from animegen_utils.serve.client import burst, fetch_image, latency_table
+
+    requests = [{"emotion": e, "style": "casual", "seed": 50 + i, "steps": STEPS} for i, e in enumerate(EMOTIONS[:3])]
+    calls = burst(live.url, requests)
+    assert [c.status for c in calls] == [200, 200, 200]  # 3 fit the queue of 4
+    for c in calls:
+        image, params = fetch_image(live.url, c.body["image_url"])
+        assert image.size == (64, 64) and params["seed"] == c.request["seed"] == c.body["seed"]
+    table = latency_table(calls).splitlines()
+    assert len(table) == 2 + 3 + 2 and table[2].startswith("| 0 | happy | 50 | 200 |")
