@@ -191,12 +191,21 @@ def _set_layer(layer: BaseTunerLayer, names: list[str], enabled: bool) -> None:
         layer.enable_adapters(enabled)
 
 
+def _eval_mode(pipe) -> None:
+    # Layers that load_lora_weights injects start in training mode (torch's default for
+    # new modules), so a LoRA trained with dropout would drop activations at inference.
+    for model in _models(pipe):
+        if not model.training and any(m.training for m in model.modules() if isinstance(m, BaseTunerLayer)):
+            model.eval()
+
+
 def activate_adapters(pipe) -> None:
     """Make this pipeline's adapters (and only those of the kit's) active, at their scales.
 
     ``generate`` calls this before every pipeline call. Adapters that diffusers
     loaded outside the kit keep the state diffusers gave them.
     """
+    _eval_mode(pipe)
     layers = _tuner_layers(pipe)
     record = getattr(pipe, _RECORD, None) or {}
     if not layers:

@@ -32,6 +32,7 @@ from animegen_utils.prompts import ATTRIBUTES
 
 __all__ = [
     "CharacterAttributes",
+    "CustomLook",
     "RenderResult",
     "render_character",
     "ATTRIBUTE_CHOICES",
@@ -130,6 +131,22 @@ class CharacterAttributes:
 
     def replace(self, **changes: str) -> "CharacterAttributes":
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class CustomLook:
+    """Drawing overrides outside the base vocabulary, used only to make LoRA training data.
+
+    The built-in model never saw these: notebook 03 teaches one to it with a LoRA.
+    ``render_character(attrs, seed, look=None)`` draws exactly as before.
+
+    >>> look = CustomLook(hair_rgb=(150, 60, 230), star_clip=True)
+    >>> render_character(CharacterAttributes("happy", "casual", "blue", "yellow"), 0, look=look).image.size
+    (64, 64)
+    """
+
+    hair_rgb: RGB | None = None   # replaces the hair colour named in the attributes
+    star_clip: bool = False       # a gold star hair ornament, on the side opposite a ribbon
 
 
 @dataclass
@@ -541,8 +558,18 @@ def _draw_glasses(c: _Canvas, eyes: dict) -> None:
 # --------------------------------------------------------------------------- main entry
 
 
-def render_character(attrs: CharacterAttributes, seed: int, size: int = 64) -> RenderResult:
-    """Draw ``attrs`` with the jitter of ``seed``; deterministic for ``(attrs, seed, size)``."""
+def _draw_star_clip(c: _Canvas, side: int) -> None:
+    import math
+
+    cu, cv, r_out, r_in = 0.5 + side * 0.2, 0.15, 0.085, 0.036
+    pts = [(cu + (r_out if k % 2 == 0 else r_in) * math.sin(k * math.pi / 5),
+            cv - (r_out if k % 2 == 0 else r_in) * math.cos(k * math.pi / 5)) for k in range(10)]
+    c.outlined_polygon(pts, _GOLD, _shade(_GOLD, 0.5), 0.01)
+
+
+def render_character(attrs: CharacterAttributes, seed: int, size: int = 64,
+                     look: CustomLook | None = None) -> RenderResult:
+    """Draw ``attrs`` with the jitter of ``seed``; deterministic for ``(attrs, seed, size, look)``."""
     if not isinstance(attrs, CharacterAttributes):
         raise TypeError(f"attrs must be a CharacterAttributes, got {type(attrs).__name__}")
     if size < 8:
@@ -556,12 +583,15 @@ def render_character(attrs: CharacterAttributes, seed: int, size: int = 64) -> R
 
     skin: RGB = var["skin"]
     skin_dark = _shade(skin, 0.80)
-    hair = _brightness(HAIR_RGB[attrs.hair_color], var["hair_brightness"])
+    base_hair = look.hair_rgb if look is not None and look.hair_rgb is not None else HAIR_RGB[attrs.hair_color]
+    hair = _brightness(base_hair, var["hair_brightness"])
     hair_dark = _shade(hair, 0.55) if attrs.hair_color != "black" else (15, 12, 20)
     iris = _brightness(EYE_RGB[attrs.eye_color], var["eye_brightness"])
     brow = _shade(hair, 0.5) if attrs.hair_color not in ("black",) else (20, 16, 26)
     if attrs.hair_color in ("silver", "blonde", "pink"):
         brow = _shade(hair, 0.42)
+    if base_hair is not HAIR_RGB[attrs.hair_color]:
+        hair_dark, brow = _shade(hair, 0.55), _shade(hair, 0.5)
 
     _draw_back_hair(c, attrs.hairstyle, hair, hair_dark)
     _draw_body(c, attrs.style, skin, skin_dark, var)
@@ -585,6 +615,8 @@ def render_character(attrs: CharacterAttributes, seed: int, size: int = 64) -> R
         _draw_glasses(c, eyes)
     elif attrs.accessory == "hair ribbon":
         _draw_ribbon(c, var["ribbon_side"])
+    if look is not None and look.star_clip:
+        _draw_star_clip(c, -var["ribbon_side"])
 
     image = img.resize((size, size), Image.LANCZOS)
     return RenderResult(image=image, attributes=attrs, variation=var)
