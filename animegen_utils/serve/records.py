@@ -168,10 +168,20 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):
+            # Python's sqlite3 opens transactions itself, and only before INSERT/UPDATE/DELETE, so
+            # a migration's CREATE TABLEs would each commit alone. Take that job over (SQLAlchemy's
+            # documented recipe): every transaction, DDL included, is then all or nothing.
+            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")  # readers don't block the writer
             cur.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps it consistent
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):
+            # upgrade() asks for BEGIN IMMEDIATE: the write lock up front, so that a second process
+            # migrating at the same moment waits for the first instead of failing midway.
+            conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', '')}".strip())
 
         return engine
     # pre_ping: a connection idle across a frozen Lambda or a server restart is replaced, not failed.
@@ -233,10 +243,12 @@ def upgrade(url: str | Engine, revision: str = "head", sql: bool = False) -> Non
         return
     engine = make_engine(url) if isinstance(url, str) else url
     try:
-        with _MIGRATE_LOCK, engine.begin() as conn:
-            cfg = alembic_config(str(engine.url))
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+        with _MIGRATE_LOCK, engine.connect() as conn:
+            conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                cfg = alembic_config(str(engine.url))
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
     finally:
         if isinstance(url, str):
             engine.dispose()
