@@ -219,6 +219,8 @@ def test_refuses_to_start_beyond_loopback_without_a_key(tmp_path, pipe, capsys, 
         make_app(tmp_path, pipe, host="0.0.0.0")
     assert cli(["--host", "0.0.0.0", "--port", "9", "--storage-dir", str(tmp_path)]) == 2
     assert "Refusing to serve on 0.0.0.0" in capsys.readouterr().err
+    assert cli(["serve", "--host", "10.1.2.3", "--port", "9", "--storage-dir", str(tmp_path)]) == 2  # `animegen serve`
+    assert "Refusing to serve on 10.1.2.3" in capsys.readouterr().err
     make_app(tmp_path, pipe, host="0.0.0.0", insecure=True)
     make_app(tmp_path, pipe, host="0.0.0.0", api_key=KEY)
     make_app(tmp_path, pipe, host="::1")
