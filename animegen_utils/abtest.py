@@ -443,19 +443,22 @@ def description_ab_test(
     prompts_a = [naive[i] for i, _ in keys]
     prompts_b = [understood[i] for i, _ in keys]
     seed_list = [s for _, s in keys]
-    from transformers.utils import logging as hf_logging
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
-    # Long naive prompts overflow the 77-token window, and both generate() and the tokenizer
-    # say so for every image; the overflow is counted in ``over_budget`` instead.
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
+    # Long naive prompts overflow the 77-token window, and generate(), the tokenizer and the
+    # pipeline each say so for every image; the overflow is counted in ``over_budget`` instead.
+    verbosity = transformers_logging.get_verbosity(), diffusers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    diffusers_logging.set_verbosity_error()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Prompt is .* tokens")
             images_a = generate(pipe, prompts_a, seed=seed_list, steps=steps, guidance=guidance, progress=progress)
             images_b = generate(pipe, prompts_b, seed=seed_list, steps=steps, guidance=guidance, progress=progress)
     finally:
-        hf_logging.set_verbosity(verbosity)
+        transformers_logging.set_verbosity(verbosity[0])
+        diffusers_logging.set_verbosity(verbosity[1])
     requested = [scored_request(descriptions[i]["attributes"]) for i, _ in keys]
 
     def hits(images: list[Generation]) -> list[dict[str, bool]]:

@@ -12,6 +12,10 @@ import pytest
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 SMALL_RUNS = {
+    "03_lora_training.ipynb": dict(
+        n_per_emotion=4, max_train_steps=3, train_batch_size=4, validation_steps=2, eval_seeds_per_emotion=1,
+        steps=3, scales=[0.0, 1.0], outputs_dir="{tmp}/outputs",
+    ),
     "01_baseline_inference.ipynb": dict(
         steps=6, emotions=["happy", "sad"], styles=["casual", "formal"], sweep_seeds=[0, 1],
         guidance_values=[1.0, 7.5], guidance_samples=2, outputs_dir="{tmp}/outputs",

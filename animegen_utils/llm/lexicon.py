@@ -146,7 +146,7 @@ HAIR_COLOR_WORDS: dict[str, str] = {
     # red
     "red": "red", "crimson": "red", "scarlet": "red", "ruby": "red", "ruby red": "red", "rubies": "red",
     "vermilion": "red", "cherry red": "red", "blood red": "red", "fiery red": "red", "reddish": "red",
-    "rd": "red",
+    "redd": "red",
     # silver
     "silver": "silver", "silvery": "silver", "platinum": "silver", "grey": "silver", "gray": "silver",
     "ash grey": "silver", "ash gray": "silver", "ashen": "silver", "steel grey": "silver", "sliver": "silver",
@@ -165,7 +165,7 @@ EYE_COLOR_WORDS: dict[str, str] = {
     "blu": "blue", "bleu": "blue",
     # red
     "red": "red", "ruby": "red", "rubies": "red", "ruby red": "red", "crimson": "red", "scarlet": "red",
-    "blood red": "red", "vermilion": "red", "garnet": "red", "rd": "red",
+    "blood red": "red", "vermilion": "red", "garnet": "red", "redd": "red",
     # green
     "green": "green", "emerald": "green", "emeralds": "green", "emerald green": "green", "jade": "green",
     "mint": "green", "forest green": "green", "grean": "green", "gren": "green", "geen": "green",
