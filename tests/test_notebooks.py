@@ -25,6 +25,10 @@ SMALL_RUNS = {
         cache_dir="{tmp}/cache",
     ),
     "05_serving.ipynb": dict(steps=2, burst_size=2, screenshot=False, outputs_dir="{tmp}/outputs"),
+    "06_fast_sampling.ipynb": dict(
+        n=4, timing_repeats=1, map_steps={"pndm": [50], "dpm++": [4], "lcm": [2, 4]}, compare_seeds=[0, 1],
+        outputs_dir="{tmp}/outputs",
+    ),
 }
 
 

@@ -1,0 +1,141 @@
+"""The steps-vs-adherence map: seconds per image against probe adherence, per sampler setting.
+
+>>> from animegen_utils.fast.frontier import SamplerPoint, measure_adherence, measure_speed, pareto_front
+>>> points = [SamplerPoint("pndm", 50, 7.5), SamplerPoint("dpm++", 20, 7.5), SamplerPoint("lcm", 4, 1.0)]
+>>> acc = {p: measure_adherence(p, n=200) for p in points}         # batched; images depend only on seeds
+>>> speed = measure_speed(points, repeats=10)                       # batch 1, interleaved, one run
+>>> front = pareto_front(points, speed, acc)
+
+Adherence uses the evaluation's random requests and its seeds (``EVAL_SEED_BASE`` on: never used
+by the base model's or the LCM-LoRA's training). Timing draws the points round-robin, so every
+point sees the same machine load, and reports the median.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..evaluate import EVAL_SEED_BASE, ProbeScorer, prompt_for, random_requests
+from ..generation import generate
+from ..pipelines import load_pipeline
+
+#: The attributes the issue's bars are about.
+BAR_ATTRIBUTES: tuple[str, ...] = ("emotion", "style", "hair_color", "eye_color")
+#: The built-in model's own bars (its model card).
+BARS: dict[str, float] = {"emotion": 0.95, "style": 0.95, "hair_color": 0.85, "eye_color": 0.75}
+
+
+@dataclass(frozen=True, order=True)
+class SamplerPoint:
+    """One sampler setting: a kit scheduler name, a step count and a guidance scale."""
+
+    scheduler: str
+    steps: int
+    guidance: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.scheduler}-{self.steps} (CFG {self.guidance:g})"
+
+    @property
+    def unet_evals(self) -> int:
+        """UNet evaluations per image: steps x 2 with classifier-free guidance (guidance > 1)."""
+        return self.steps * (2 if self.guidance > 1.0 else 1)
+
+
+def pipeline_for(point: SamplerPoint, model: str = "tiny", **kwargs):
+    """The kit pipeline for a point (components shared between all points of one model)."""
+    return load_pipeline(model, scheduler=point.scheduler, **kwargs)
+
+
+def measure_adherence(point: SamplerPoint, n: int = 200, seed: int = 0, model: str = "tiny",
+                      scorer: ProbeScorer | None = None, batch_size: int = 16, pipe=None,
+                      progress: bool = False) -> dict[str, float]:
+    """Probe accuracy per attribute on ``n`` random requests (the evaluation's requests and seeds)."""
+    pipe = pipe or pipeline_for(point, model)
+    scorer = scorer or ProbeScorer()
+    requests = random_requests(n, seed)
+    gens = generate(pipe, [prompt_for(r) for r in requests], seed=EVAL_SEED_BASE + seed * n,
+                    steps=point.steps, guidance=point.guidance, batch_size=batch_size, progress=progress)
+    return scorer.accuracy([g.image for g in gens], requests)
+
+
+def measure_speed(points: Sequence[SamplerPoint], repeats: int = 10, model: str = "tiny", seed: int = 7,
+                  warmup: int = 1, pipes: dict | None = None) -> dict[SamplerPoint, float]:
+    """Median seconds per image at batch 1, the points drawn round-robin in one run."""
+    pipes = pipes or {p: pipeline_for(p, model) for p in points}
+    request = random_requests(1, seed=seed)[0]
+    prompt = prompt_for(request)
+    times: dict[SamplerPoint, list[float]] = {p: [] for p in points}
+    for r in range(warmup + repeats):
+        for p in points:
+            started = time.perf_counter()
+            generate(pipes[p], prompt, seed=EVAL_SEED_BASE + r, steps=p.steps, guidance=p.guidance,
+                     batch_size=1, progress=False)
+            if r >= warmup:
+                times[p].append(time.perf_counter() - started)
+    return {p: statistics.median(t) for p, t in times.items()}
+
+
+def meets_bars(acc: dict[str, float], reference: dict[str, float] | None = None, within: float = 0.03) -> bool:
+    """The issue's adherence bars; with ``reference`` also 'each within ``within`` of it'."""
+    for k, bar in BARS.items():
+        if acc[k] < bar:
+            return False
+        if reference is not None and acc[k] < reference[k] - within:
+            return False
+    return True
+
+
+def pareto_front(points: Sequence[SamplerPoint], speed: dict[SamplerPoint, float],
+                 acc: dict[SamplerPoint, dict[str, float]], key: str = "mean") -> list[SamplerPoint]:
+    """Points that no other point beats on both speed and adherence (``key``: an attribute or "mean")."""
+    def score(p):
+        return mean_adherence(acc[p]) if key == "mean" else acc[p][key]
+
+    front = []
+    for p in sorted(points, key=lambda q: (speed[q], -score(q))):
+        if not front or score(p) > score(front[-1]):
+            front.append(p)
+    return front
+
+
+def mean_adherence(acc: dict[str, float]) -> float:
+    """The mean of the four barred attributes (emotion, style, hair, eyes)."""
+    return sum(acc[k] for k in BAR_ATTRIBUTES) / len(BAR_ATTRIBUTES)
+
+
+def plot_map(points: Sequence[SamplerPoint], speed: dict[SamplerPoint, float],
+             acc: dict[SamplerPoint, dict[str, float]], title: str = ""):
+    """The Pareto plot: s/image (log) against mean adherence, one colour per scheduler."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    names = sorted({p.scheduler for p in points})
+    cmap = plt.get_cmap("tab10")
+    for i, name in enumerate(names):
+        mine = [p for p in points if p.scheduler == name]
+        for j, g in enumerate(sorted({p.guidance for p in mine})):  # one line per guidance scale
+            ps = sorted((p for p in mine if p.guidance == g), key=lambda p: p.steps)
+            ax.plot([speed[p] for p in ps], [mean_adherence(acc[p]) for p in ps], "o-" if j == 0 else "s:",
+                    color=cmap(i % 10), label=name if j == 0 else f"{name} (CFG {g:g})", lw=1, ms=5, alpha=0.85)
+        for p in mine:
+            ax.annotate(str(p.steps), (speed[p], mean_adherence(acc[p])), textcoords="offset points",
+                        xytext=(3, 3), fontsize=7, color=cmap(i % 10))
+    front = pareto_front(points, speed, acc)
+    ax.plot([speed[p] for p in front], [mean_adherence(acc[p]) for p in front], "k--", lw=1, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per image (batch 1, CPU, log scale)")
+    ax.set_ylabel("mean probe adherence (emotion, style, hair, eyes)")
+    ax.set_title(title or "How few steps? Speed against adherence on the built-in model")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["SamplerPoint", "measure_adherence", "measure_speed", "pareto_front", "plot_map", "meets_bars",
+           "mean_adherence", "pipeline_for", "BARS", "BAR_ATTRIBUTES"]
