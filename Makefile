@@ -6,7 +6,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # CPU torch by default; on a CUDA machine: make TORCH_SPEC="torch" ...
 TORCH_SPEC ?= torch==2.13.0
-NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+NOTEBOOKS ?= $(sort $(wildcard notebooks/[0-9]*.ipynb))
+# Run some notebooks, or override their parameters:
+#   make demo NOTEBOOKS=notebooks/01_baseline_inference.ipynb PAPERMILL_ARGS="-p steps 8"
+PAPERMILL_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: demo test install train-tiny eval benchmark clean strip
@@ -24,7 +27,7 @@ demo: install
 	@mkdir -p outputs figures
 	@for nb in $(NOTEBOOKS); do \
 		echo "== $$nb"; \
-		$(BIN)/papermill --cwd notebooks --log-level WARNING "$$nb" "outputs/$$(basename $$nb)" || exit 1; \
+		$(BIN)/papermill --cwd notebooks --log-level WARNING "$$nb" "outputs/$$(basename $$nb)" $(PAPERMILL_ARGS) || exit 1; \
 	done
 	@echo; echo "Executed notebooks: $$(pwd)/outputs/"; echo "Figures:            $$(pwd)/figures/"; ls figures
 

@@ -3,6 +3,8 @@
 Every ```bash block in README.md is preceded by a marker comment:
 
     <!-- readme-test: offline -->                  run here, line by line, in a copy of the project
+    <!-- readme-test: offline-service -->          a server: started in the background, then the
+                                                   blocks after it run against it (its --port)
     <!-- readme-test: needs-gpu-and-network -->    not run (no GPU, no Hub here)
 
 Offline commands run as printed, except the few listed in CHEAP_VARIANTS, which run a
@@ -27,17 +29,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-MARKER = re.compile(r"<!-- readme-test: ([a-z-]+) -->\s*\n```bash\n(.*?)```", re.S)
-FENCE = re.compile(r"^```bash\n", re.M)
+MARKER = re.compile(r"<!-- readme-test: ([a-z-]+) -->\s*\n```(?:bash|sh|shell)\n(.*?)```", re.S)
+FENCE = re.compile(r"^```(?:bash|sh|shell|console)\n", re.M)
+KINDS = {"offline", "offline-service", "needs-gpu-and-network"}
+
+SMALL_01 = "-p steps 4 -p guidance_samples 2 -y '{sweep_seeds: [0, 1], guidance_values: [7.5]}'"
 
 # Printed command -> what this test runs instead (None: not run here, with the reason in a comment).
 CHEAP_VARIANTS: dict[str, str | None] = {
     # CI itself runs `make test` (.ci/run); running it here would run this test inside itself.
     "make test": None,
-    "make demo": "make demo NOTEBOOKS=notebooks/01_baseline_inference.ipynb",
+    # Notebook 01 with fewer steps and samples: the same cells, files and folders, a tenth of the time.
+    "make demo": f"make demo NOTEBOOKS=notebooks/01_baseline_inference.ipynb PAPERMILL_ARGS=\"{SMALL_01}\"",
+    "papermill --cwd notebooks notebooks/01_baseline_inference.ipynb outputs/01_baseline_inference.ipynb -p model tiny":
+        "papermill --cwd notebooks notebooks/01_baseline_inference.ipynb outputs/01_baseline_inference.ipynb "
+        f"-p model tiny {SMALL_01}",
+    # The whole suite is `make test` (CI); here one test file proves the command line works.
     "pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg":
-        "pytest tests/test_prompts.py notebooks/01_baseline_inference.ipynb --nbval-lax "
-        "--nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider",
+        "pytest tests/test_prompts.py --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider",
     "python -m animegen_utils.toyworld.train --unet-steps 8000":
         "python -m animegen_utils.toyworld.train --n-images 64 --vae-steps 2 --decoder-steps 2 --unet-steps 2 "
         "--batch 8 --vae-batch 8 --warmup 1 --checkpoint-every 1 --no-progress",
@@ -63,7 +72,7 @@ def commands(body: str) -> list[str]:
 
 def test_every_bash_block_is_marked_and_offline_ones_are_known():
     blocks = readme_blocks()
-    assert {kind for kind, _ in blocks} <= {"offline", "needs-gpu-and-network"}
+    assert {kind for kind, _ in blocks} <= KINDS
     offline = [c for kind, cmds in blocks if kind == "offline" for c in cmds]
     assert "make test" in offline and any(c.startswith("papermill --cwd notebooks") for c in offline)
     stale = set(CHEAP_VARIANTS) - set(offline)
@@ -82,10 +91,22 @@ def _copy_project(dest: Path) -> None:
 
 
 def _seed_venv(clone: Path) -> None:
-    """A .venv whose Python also sees this environment's packages (read-only, through a .pth file)."""
-    subprocess.run([sys._base_executable, "-m", "venv", str(clone / ".venv")], check=True)  # noqa: SLF001
-    site = next((clone / ".venv" / "lib").glob("python3*/site-packages"))
+    """A .venv whose Python also sees this environment's packages (read-only, through a .pth
+    file), with the same console scripts (papermill, pytest...) pointing at its own Python."""
+    venv = clone / ".venv"
+    subprocess.run([sys._base_executable, "-m", "venv", str(venv)], check=True)  # noqa: SLF001
+    site = next((venv / "lib").glob("python3*/site-packages"))
     (site / "zz_reuse_test_environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    here = Path(sys.executable).parent
+    for script in here.iterdir():
+        target = venv / "bin" / script.name
+        if target.exists() or not script.is_file():
+            continue
+        with open(script, "rb") as f:
+            first = f.readline()
+        if first.startswith(b"#!") and first.rstrip().endswith(b"python") and str(here).encode() in first:
+            target.write_bytes(b"#!" + str(venv / "bin" / "python").encode() + b"\n" + script.read_bytes()[len(first):])
+            target.chmod(0o755)
 
 
 @pytest.mark.skipif(shutil.which("python3.11") is None, reason="the README's commands name python3.11")
@@ -95,14 +116,17 @@ def test_offline_readme_commands_run_as_printed_in_a_fresh_copy(tmp_path):
     clone.mkdir(parents=True)
     _copy_project(clone)
     _seed_venv(clone)
-    script = ["set -euo pipefail"]
+    script = ["set -euo pipefail", "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT"]
     for kind, cmds in readme_blocks():
-        if kind != "offline":
-            continue
         for cmd in cmds:
             variant = CHEAP_VARIANTS.get(cmd, cmd)
-            if variant is not None:
+            if kind == "offline" and variant is not None:
                 script += [f"echo '+ {variant}'", variant]
+            elif kind == "offline-service":
+                port = re.search(r"--port (\d+)", cmd).group(1)
+                script += [f"echo '+ {cmd} &'", f"{cmd} > service-{port}.log 2>&1 &",
+                           f"for _ in $(seq 300); do curl -sf http://127.0.0.1:{port}/healthz >/dev/null && break; "
+                           "sleep 1; done"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "ANIMEGEN_", "PYTHON"))}
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(ROOT)))
     started = time.time()
@@ -112,4 +136,5 @@ def test_offline_readme_commands_run_as_printed_in_a_fresh_copy(tmp_path):
     assert (clone / "outputs" / "01_baseline_inference.ipynb").is_file()
     assert (clone / "figures" / "01_emotion_style_grid.png").stat().st_mtime >= started  # written now, in the clone
     assert (clone / "outputs" / "01" / "happy_casual.png").is_file()
+    assert (clone / "happy.png").read_bytes()[:4] == b"\x89PNG"  # fetched from the service the README starts
     assert sorted(p.name for p in parent.iterdir()) == ["animegen"], "something was written outside the clone"
