@@ -22,7 +22,7 @@ SMALL_RUNS = {
     ),
     "02_llm_prompt_optimization.ipynb": dict(
         steps=4, emotions=["happy", "sad"], styles=["casual"], seeds=[0, 1], variants=2,
-        cache_dir="{tmp}/cache",
+        cache_dir="{tmp}/cache", description_limit=4,
     ),
     "05_serving.ipynb": dict(steps=2, burst_size=2, screenshot=False, outputs_dir="{tmp}/outputs"),
     "06_fast_sampling.ipynb": dict(
