@@ -242,3 +242,23 @@ def test_add_lcm_lora_targets_resnets_and_attention(tokenizer):
     trainable = [n for n, p in unet.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     assert any("resnets.0.conv1" in n for n in trainable) and any("attn1.to_q" in n for n in trainable)
+
+
+# --------------------------------------------------------------------------- the map's arithmetic
+
+def test_frontier_bars_and_pareto_front():
+    from animegen_utils.fast.frontier import SamplerPoint, meets_bars, pareto_front
+
+    slow, mid, fast, dominated = (SamplerPoint("pndm", 50, 7.5), SamplerPoint("ddim", 8, 7.5),
+                                  SamplerPoint("lcm", 4, 1.0), SamplerPoint("lcm", 8, 1.0))
+    assert (slow.unet_evals, fast.unet_evals, SamplerPoint("lcm", 4, 1.5).unet_evals) == (100, 4, 8)
+    acc = {slow: dict(emotion=1.0, style=1.0, hair_color=0.88, eye_color=0.8),
+           mid: dict(emotion=1.0, style=1.0, hair_color=0.86, eye_color=0.78),
+           fast: dict(emotion=0.9, style=1.0, hair_color=0.8, eye_color=0.5),
+           dominated: dict(emotion=0.8, style=1.0, hair_color=0.7, eye_color=0.4)}
+    speed = {slow: 10.0, mid: 2.0, fast: 1.0, dominated: 2.5}
+    assert pareto_front(list(acc), speed, acc) == [fast, mid, slow]
+    assert meets_bars(acc[mid]) and meets_bars(acc[mid], reference=acc[slow])
+    assert not meets_bars(acc[fast])
+    ref = dict(emotion=1.0, style=1.0, hair_color=0.95, eye_color=0.8)
+    assert not meets_bars(acc[mid], reference=ref)  # hair 0.86 is more than 0.03 below 0.95
