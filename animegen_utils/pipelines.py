@@ -97,6 +97,7 @@ class PipelineInfo:
 
 # One set of components per (model, device, dtype, safety): the "never load twice" cache.
 _LOADED: dict[tuple, StableDiffusionPipeline] = {}
+_CONTROLNETS: dict[tuple, ControlNetModel] = {}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -351,7 +352,16 @@ def switch_task(pipe: DiffusionPipeline, task: str, controlnet: str | ControlNet
     extra: dict[str, Any] = {}
     if task in CONTROLNET_TASKS:
         cn = getattr(pipe, "controlnet", None) if controlnet is None else None
-        extra["controlnet"] = cn or _load_controlnet(controlnet, pipe, info.model, pipe.dtype)
+        if isinstance(controlnet, ControlNetModel):
+            cn = controlnet.to(pipe.device)  # in place: the caller's object, on the UNet's device
+        elif cn is None:
+            # One ControlNet object per (name, model, device, dtype), like the base weights: the
+            # controlnet and controlnet_img2img pipelines share it instead of loading it twice.
+            key = (controlnet, info.model, str(pipe.device), pipe.dtype)
+            if key not in _CONTROLNETS:
+                _CONTROLNETS[key] = _load_controlnet(controlnet, pipe, info.model, pipe.dtype).to(pipe.device)
+            cn = _CONTROLNETS[key]
+        extra["controlnet"] = cn
     new = _pipeline_from_components(TASKS[task], pipe, extra)
     # A scheduler of its own, so changing one pipeline's sampler leaves the other alone.
     new.scheduler = make_scheduler(scheduler, pipe.scheduler.config) if scheduler else \
@@ -426,3 +436,4 @@ def load_pipeline(
 def clear_pipeline_cache() -> None:
     """Forget loaded weights (the next ``load_pipeline`` reads them from disk again)."""
     _LOADED.clear()
+    _CONTROLNETS.clear()
