@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -121,10 +122,10 @@ def test_offline_readme_commands_run_as_printed_in_a_fresh_copy(tmp_path):
         for cmd in cmds:
             variant = CHEAP_VARIANTS.get(cmd, cmd)
             if kind == "offline" and variant is not None:
-                script += [f"echo '+ {variant}'", variant]
+                script += [f"echo {shlex.quote('+ ' + variant)}", variant]
             elif kind == "offline-service":
                 port = re.search(r"--port (\d+)", cmd).group(1)
-                script += [f"echo '+ {cmd} &'", f"{cmd} > service-{port}.log 2>&1 &",
+                script += [f"echo {shlex.quote('+ ' + cmd + ' &')}", f"{cmd} > service-{port}.log 2>&1 &",
                            f"for _ in $(seq 300); do curl -sf http://127.0.0.1:{port}/healthz >/dev/null && break; "
                            "sleep 1; done"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "ANIMEGEN_", "PYTHON"))}
