@@ -15,11 +15,12 @@ caption: the trigger word, the emotion's tags and the outfit's tags, and no
 hair or eye tags, so the trigger word alone has to carry her look.
 
 The detector is a documented pixel statistic: the fraction of "orange" pixels
-(hue 12°-40°, saturation above 0.45, value above 0.35) in the band of the image
+(hue 8°-40°, saturation above 0.45, value above 0.35) in the band of the image
 where the fringe is drawn (rows 6-16, columns 19-45 of 64, scaled with the image).
 The base world draws nothing orange there (red hair is hue 0°, blonde 49°, skin and
 backgrounds are pale; orange hoodies sit lower), so a fraction above ``THRESHOLD``
-means her hair.
+means her hair. The lower hue bound is 8°, not the renders' 26°, because the model
+draws her hair a little redder than the renders (its known red pulls the colour).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ TRIGGER = "mika"
 LOOK = CustomLook(hair_rgb=(245, 130, 40), star_clip=True)
 ATTRS = {"hair_color": "blue", "eye_color": "yellow", "hairstyle": "twintails", "accessory": "none"}
 THRESHOLD = 0.2
+HUE_RANGE = (8.0, 40.0)
 STYLES = ("casual", "school_uniform", "formal")
 
 
@@ -78,7 +80,7 @@ def hair_fraction(image: Image.Image) -> float:
     band = arr[6:17, 19:46].reshape(-1, 3)
     hsv = np.array([colorsys.rgb_to_hsv(*px) for px in band])
     hue = hsv[:, 0] * 360
-    orange = (hue >= 12) & (hue <= 40) & (hsv[:, 1] > 0.45) & (hsv[:, 2] > 0.35)
+    orange = (hue >= HUE_RANGE[0]) & (hue <= HUE_RANGE[1]) & (hsv[:, 1] > 0.45) & (hsv[:, 2] > 0.35)
     return float(orange.mean())
 
 

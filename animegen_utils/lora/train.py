@@ -140,6 +140,7 @@ class TrainingResult:
     trainable_parameters: int = 0
     seconds: float = 0.0                                        # training loop (validation included)
     cache_seconds: float = 0.0                                  # encoding latents before the loop
+    validation_seconds: float = 0.0                             # of ``seconds``, drawing validation grids
     global_step: int = 0
     kohya_file: Path | None = None
     unet: Any = field(default=None, repr=False)          # the trained UNet, LoRA attached (in memory)
@@ -477,9 +478,11 @@ def train_lora(config: LoraTrainingConfig, dataset: ImageCaptionDataset | None =
             accelerator.wait_for_everyone()
         if cfg.validation_prompts and (done % cfg.validation_steps == 0 or done == max_steps):
             if accelerator.is_main_process:
+                val_started = time.perf_counter()
                 result.validation_grids[done] = _run_validation(
                     cfg, components, accelerator.unwrap_model(unet),
                     accelerator.unwrap_model(text_encoder) if cfg.train_text_encoder else None, done, output_dir)
+                result.validation_seconds += time.perf_counter() - val_started
             accelerator.wait_for_everyone()
     bar.close()
     result.seconds = time.perf_counter() - started
