@@ -7,7 +7,8 @@ child process for each CPU configuration (native kernels, AVX2, the portable
 default kernels; 1 and 2 threads). In each, every image is drawn again two ways:
 
 - alone, in a batch of 1 (what ``reproduce`` did before it recorded the batch shape);
-- by ``reproduce`` from its PNG, which redraws it in a batch of its original shape.
+- by ``reproduce`` from its PNG, which redraws it in a batch of its original shape
+  (for the first and last image of each batch, to keep the run short).
 
 Across configurations, the same image is compared with the native 2-thread one. All
 differences are the largest per-channel difference in 0-255 levels.
@@ -34,6 +35,7 @@ CONFIGS = [
     {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "2"},
     {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"},
 ]
+REPRODUCED = (0, 7, 8, 14)  # first and last of the batch of 8, first and last of the batch of 7
 
 
 def draw(out_dir: Path) -> dict:
@@ -49,7 +51,8 @@ def draw(out_dir: Path) -> dict:
         delta = np.abs(np.asarray(alone.image, dtype=np.int16) - np.asarray(g.image, dtype=np.int16))
         alone_diff.append(int(delta.max()))
         alone_pixels.append(int((delta.max(axis=-1) > 0).sum()))
-        reproduce_diff.append(reproduce(g.save(out_dir / f"{i}.png"), pipe=pipe).max_pixel_diff)
+        if i in REPRODUCED:
+            reproduce_diff.append(reproduce(g.save(out_dir / f"{i}.png"), pipe=pipe).max_pixel_diff)
     np.save(out_dir / "grid.npy", np.stack([np.asarray(g.image) for g in grid]))
     import torch
 

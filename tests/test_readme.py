@@ -5,6 +5,7 @@ Every ```bash block in README.md is preceded by a marker comment:
     <!-- readme-test: offline -->                  run here, line by line, in a copy of the project
     <!-- readme-test: offline-service -->          a server: started in the background, then the
                                                    blocks after it run against it (its --port)
+    <!-- readme-test: needs-gpu -->                not run (no GPU here)
     <!-- readme-test: needs-gpu-and-network -->    not run (no GPU, no Hub here)
 
 Offline commands run as printed, except the few listed in CHEAP_VARIANTS, which run a
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 MARKER = re.compile(r"<!-- readme-test: ([a-z-]+) -->\s*\n```(?:bash|sh|shell)\n(.*?)```", re.S)
 FENCE = re.compile(r"^```(?:bash|sh|shell|console)\n", re.M)
-KINDS = {"offline", "offline-service", "needs-gpu-and-network"}
+KINDS = {"offline", "offline-service", "needs-gpu", "needs-gpu-and-network"}
 
 SMALL_01 = "-p steps 4 -p guidance_samples 2 -y '{sweep_seeds: [0, 1], guidance_values: [7.5]}'"
 
@@ -51,6 +52,10 @@ CHEAP_VARIANTS: dict[str, str | None] = {
     "python -m animegen_utils.toyworld.train --unet-steps 8000":
         "python -m animegen_utils.toyworld.train --n-images 64 --vae-steps 2 --decoder-steps 2 --unet-steps 2 "
         "--batch 8 --vae-batch 8 --warmup 1 --checkpoint-every 1 --no-progress",
+    "python -m animegen_utils.lora train --data data/sample/training_data --output outputs/03/lora "
+    "--max-train-steps 500":
+        "python -m animegen_utils.lora train --data data/sample/training_data --output outputs/03/lora "
+        "--max-train-steps 2 --validation-inference-steps 2 --no-progress",
     "python -m animegen_utils.evaluate --model tiny --n 200 --output eval.json":
         "python -m animegen_utils.evaluate --model tiny --n 4 --steps 2 --output eval.json",
 }
