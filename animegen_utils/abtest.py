@@ -48,7 +48,7 @@ from typing import Any, Sequence
 from .evaluate.metrics import pairwise_pixel_distance, tag_jaccard
 from .generation import Generation, generate
 from .pipelines import pipeline_info
-from .prompts import EMOTIONS, STYLES, CharacterSheet, Prompt, _check_choice, build_prompt
+from .prompts import EMOTIONS, STYLES, CharacterSheet, Prompt, check_choice, build_prompt
 
 ARMS = ("A", "B")
 ROW_KEYS = ("arm", "backend", "model", "n_images", "distinct_tags", "mean_jaccard", "emotion_accuracy",
@@ -117,7 +117,7 @@ class ABResult:
 
     # -- tables -----------------------------------------------------------------------------
     def row(self, arm: str) -> dict[str, Any]:
-        _check_choice("arm", arm, ARMS)
+        check_choice("arm", arm, ARMS)
         return next(r for r in self.rows if r["arm"] == arm)
 
     def to_markdown(self, digits: int = 3, columns: Sequence[str] = ROW_KEYS) -> str:
@@ -192,7 +192,7 @@ class ABResult:
                     raise ValueError(f"{w!r} is neither a cell index nor one of the tested emotions "
                                      f"({', '.join(self.emotions)})")
         if style is not None:
-            _check_choice("style", style, self.styles)
+            check_choice("style", style, self.styles)
             chosen = [c for c in chosen if c[1] == style]
         if not chosen:
             raise ValueError("paired_grid selected no cells")
@@ -244,8 +244,8 @@ def ab_test(
     diversity. ``scorer`` defaults to ``evaluate.ProbeScorer()`` (the built-in
     model's attribute probe). See the module docstring for the metrics.
     """
-    emotions = [_check_choice("emotion", e, EMOTIONS) for e in emotions]
-    styles = [_check_choice("style", s, STYLES) for s in styles]
+    emotions = [check_choice("emotion", e, EMOTIONS) for e in emotions]
+    styles = [check_choice("style", s, STYLES) for s in styles]
     seeds = [int(s) for s in seeds]
     if not emotions or not styles or not seeds:
         raise ValueError("ab_test needs at least one emotion, one style and one seed")
@@ -346,7 +346,7 @@ class DescriptionABResult:
     pipeline_model: str | None = None
 
     def row(self, arm: str) -> dict[str, Any]:
-        _check_choice("arm", arm, ARMS)
+        check_choice("arm", arm, ARMS)
         return next(r for r in self.rows if r["arm"] == arm)
 
     def to_markdown(self, digits: int = 2, columns: Sequence[str] = DESCRIPTION_ROW_KEYS) -> str:

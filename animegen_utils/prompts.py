@@ -67,7 +67,8 @@ ROLE_PRIORITY: tuple[str, ...] = ("subject", "emotion", "identity", "style", "ex
 CLIP_MAX_TOKENS = 77
 
 
-def _check_choice(kind: str, value: str, choices: Sequence[str]) -> str:
+def check_choice(kind: str, value: str, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``, else a ValueError naming them all."""
     if value not in choices:
         raise ValueError(f"Unknown {kind} {value!r}. Valid choices: {', '.join(choices)}.")
     return value
@@ -209,8 +210,8 @@ def build_prompt(
     emotion goes in ``extra_tags`` (``build_prompt("neutral", "casual",
     extra_tags=["smug"])``).
     """
-    _check_choice("emotion", emotion, EMOTIONS)
-    _check_choice("style", style, STYLES)
+    check_choice("emotion", emotion, EMOTIONS)
+    check_choice("style", style, STYLES)
     if isinstance(extra_tags, str):
         raise TypeError("extra_tags must be a sequence of tags, e.g. ['smug', 'outdoors'], not one string")
     parts: list[tuple[str, str]] = [(t, "subject") for t in SUBJECT_TAGS]

@@ -36,7 +36,6 @@ import json
 import math
 import os
 import random
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from ..pipelines import TINY_MODEL_DIR, controlnet_from_unet
 from ..toyworld.captions import caption_for
 from ..toyworld.dataset import sample_attributes
 from ..toyworld.render import render_character
+from ..toyworld.train import git_revision
 from .preprocess import auto_canny_thresholds
 
 CONTROLNET_DIR = TINY_MODEL_DIR / "controlnet"
@@ -254,7 +254,7 @@ def train(cfg: ControlTrainConfig, out: Path = CONTROLNET_DIR, work: Path = Path
     plot_loss_curve(work, out)
     meta = {
         "command": "python -m animegen_utils.control train " + " ".join(sys.argv[2:]) if "control" in sys.argv[0] else "train()",
-        "git_revision": _git_revision(),
+        "git_revision": git_revision(),
         "config": dataclasses.asdict(cfg),
         "base_model": "animegen_utils/models/tiny",
         "train_seconds": round(time.time() - started, 1),
@@ -292,16 +292,6 @@ def plot_loss_curve(work: Path, out: Path) -> Path | None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-def _git_revision() -> str:
-    try:
-        cwd = Path(__file__).parent
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             check=True, cwd=cwd).stdout.strip()
-        return rev
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:

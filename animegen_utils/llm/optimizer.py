@@ -26,7 +26,7 @@ import sqlite3
 import warnings
 from typing import Any, Literal
 
-from animegen_utils.prompts import EMOTION_TAGS, EMOTIONS, STYLES, CharacterSheet, Prompt, _check_choice
+from animegen_utils.prompts import EMOTION_TAGS, EMOTIONS, STYLES, CharacterSheet, Prompt, check_choice
 
 from .backends import (
     AnthropicBackend,
@@ -101,7 +101,7 @@ class PromptOptimizer:
         http_client: Any = None,
         use_cache: bool = True,
     ) -> None:
-        _check_choice("backend", backend, BACKENDS)
+        check_choice("backend", backend, BACKENDS)
         if fallback not in ("offline", None):
             raise ValueError(f"fallback must be 'offline' or None, got {fallback!r}")
         if backend == "auto":
@@ -135,8 +135,8 @@ class PromptOptimizer:
     def optimize(self, emotion: str, style: str, character: CharacterSheet | None = None,
                  variant: int = 0) -> Prompt:
         """One prompt; ``variant`` picks a different (but reproducible) prompt for the same inputs."""
-        _check_choice("emotion", emotion, EMOTIONS)
-        _check_choice("style", style, STYLES)
+        check_choice("emotion", emotion, EMOTIONS)
+        check_choice("style", style, STYLES)
         if self._llm is None:
             return self._offline(emotion, style, character, variant)
         key = cache_key(backend=self.backend, model=self.model, emotion=emotion, style=style,

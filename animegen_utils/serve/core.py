@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from animegen_utils.generation import PARAMS_KEY, Generation, a1111_parameters, generate
 from animegen_utils.pipelines import load_pipeline, pipeline_info
-from animegen_utils.prompts import EMOTIONS, STYLES, CharacterSheet, build_prompt
+from animegen_utils.prompts import EMOTIONS, STYLES, CharacterSheet, build_prompt, check_choice
 
 from .storage import Storage
 
@@ -90,16 +90,12 @@ class GenerateRequest(BaseModel):
     @field_validator("emotion")
     @classmethod
     def _emotion(cls, value: str) -> str:
-        if value not in EMOTIONS:
-            raise ValueError(f"Unknown emotion {value!r}. Valid choices: {', '.join(EMOTIONS)}.")
-        return value
+        return check_choice("emotion", value, EMOTIONS)
 
     @field_validator("style")
     @classmethod
     def _style(cls, value: str) -> str:
-        if value not in STYLES:
-            raise ValueError(f"Unknown style {value!r}. Valid choices: {', '.join(STYLES)}.")
-        return value
+        return check_choice("style", value, STYLES)
 
 
 class RequestError(ValueError):

@@ -318,7 +318,8 @@ def plot_loss_curves(work: Path, out: Path) -> Path | None:
     return path
 
 
-def _git_revision() -> str:
+def git_revision() -> str:
+    """The commit the training code ran from (recorded in model cards), marked when the tree was dirty."""
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                              cwd=Path(__file__).parent).stdout.strip()
@@ -364,7 +365,7 @@ def train(cfg: TrainConfig, out: Path = TINY_MODEL_DIR, work: Path = Path("runs/
     plot_loss_curves(work, out)
     meta = {
         "command": "python -m animegen_utils.toyworld.train " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("train.py") else "train()",
-        "git_revision": _git_revision(),
+        "git_revision": git_revision(),
         "config": dataclasses.asdict(cfg),
         "architecture": dataclasses.asdict(tiny),
         "scaling_factor": latents[2],
