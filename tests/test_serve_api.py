@@ -146,7 +146,11 @@ def test_oversized_body_is_413(client):
 def test_healthz_docs_config_and_page(client):
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["model"] == "tiny" and health["storage"] == "local"
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    # Swagger UI comes from the service itself, not a CDN, so the page works offline.
+    assert "cdn." not in docs.text and "/static-docs/swagger-ui-bundle.js" in docs.text
+    assert client.get("/static-docs/swagger-ui-bundle.js").status_code == 200
     assert "/api/generate" in client.get("/openapi.json").json()["paths"]
     config = client.get("/config.json").json()
     assert config["emotions"] == list(EMOTIONS) and config["styles"] == list(STYLES)

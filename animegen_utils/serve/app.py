@@ -25,7 +25,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Callable
 
+import swagger_ui_bundle
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -190,7 +192,8 @@ def create_app(settings: ServeSettings, pipe: Any = None) -> FastAPI:
             if app.state.records is not None:
                 app.state.records.close()  # hand the database connections back
 
-    app = FastAPI(title="animegen", version="1.0.0", lifespan=lifespan,
+    # docs_url=None: /docs is served below from a bundled Swagger UI, so it works offline.
+    app = FastAPI(title="animegen", version="1.0.0", lifespan=lifespan, docs_url=None,
                   description="Anime character generation with Stable Diffusion 1.5 (animegen_utils).")
     app.state.settings = settings
     app.state.storage = make_storage(settings.storage, base_url="/images/")
@@ -206,6 +209,15 @@ def create_app(settings: ServeSettings, pipe: Any = None) -> FastAPI:
     # -----------------------------------------------------------------------------------
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static-docs", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="static-docs")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        # FastAPI's default page loads Swagger UI from a CDN, which is blank offline.
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="animegen API",
+                                   swagger_js_url="/static-docs/swagger-ui-bundle.js",
+                                   swagger_css_url="/static-docs/swagger-ui.css",
+                                   swagger_favicon_url="/static-docs/favicon-32x32.png")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
