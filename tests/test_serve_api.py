@@ -19,7 +19,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from animegen_utils.generation import PARAMS_KEY  # noqa: E402
-from animegen_utils.prompts import EMOTIONS, STYLES  # noqa: E402
+from animegen_utils.prompts import EMOTION_TAGS, EMOTIONS, STYLES  # noqa: E402
 from animegen_utils.serve.__main__ import cli  # noqa: E402
 from animegen_utils.serve.app import create_app  # noqa: E402
 from animegen_utils.serve.background import ThreadedServer  # noqa: E402
@@ -302,7 +302,7 @@ def test_load_20_concurrent_clients(live, tmp_path):
             img = http.get(body["image_url"])
             assert img.status_code == 200
             assert body["seed"] == body["asked_seed"] == png_params(img.content)["seed"]
-            assert EMOTIONS[body["asked_seed"] // 1000 % 5] in body["prompt"]
+            assert EMOTION_TAGS[EMOTIONS[body["asked_seed"] // 1000 % 5]][0] in body["prompt"]
     assert sorted(p.name for p in (tmp_path / "images").glob("*.png")) == sorted(f"{b['id']}.png" for b in ok)
 
 

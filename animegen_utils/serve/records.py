@@ -50,6 +50,7 @@ from sqlalchemy import (
     inspect,
     or_,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
@@ -207,6 +208,10 @@ def _display(url: str) -> str:
 
 # Alembic's `context` and `op` are module globals: one migration at a time per process.
 _MIGRATE_LOCK = threading.Lock()
+# Across processes: PostgreSQL runs concurrent CREATE TABLEs side by side and fails all but one,
+# so a migration first takes this transaction-scoped advisory lock; the next process then finds
+# the schema at head. (SQLite gets the same effect from BEGIN IMMEDIATE.)
+PG_MIGRATION_LOCK_KEY = 0x616E696D  # "anim"
 
 
 def alembic_config(url: str):
@@ -246,6 +251,8 @@ def upgrade(url: str | Engine, revision: str = "head", sql: bool = False) -> Non
         with _MIGRATE_LOCK, engine.connect() as conn:
             conn.execution_options(sqlite_begin="IMMEDIATE")
             with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK_KEY})
                 cfg = alembic_config(str(engine.url))
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, revision)
