@@ -175,6 +175,10 @@ def test_services_starting_together_on_an_empty_database(db_url):
                 os.read(go_r, 1)  # all wait here, then race
                 store = RecordStore(db_url)
                 code = 0 if rec.current_revision(store.engine) == "0001" else 2
+            except BaseException:  # shown in the test's output, then the child exits 1
+                import traceback
+
+                traceback.print_exc()
             finally:
                 os._exit(code)
         pids.append(pid)

@@ -27,7 +27,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -174,7 +176,16 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             # documented recipe): every transaction, DDL included, is then all or nothing.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")  # readers don't block the writer
+            # Readers don't block the writer. Switching a new file to WAL can answer "database is
+            # locked" without waiting while another process switches it too, so retry briefly.
+            for attempt in range(50):
+                try:
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as err:
+                    if "locked" not in str(err) or attempt == 49:
+                        raise
+                    time.sleep(0.1)
             cur.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps it consistent
             cur.close()
 
@@ -316,6 +327,12 @@ class RecordStore:
         hint = UPGRADE_HINT.format(url=_display(self.url))
         if current is None:
             tables = set(inspect(self.engine).get_table_names())
+            # Read again after the tables: another process migrating right now may have committed
+            # between the two reads, and its tables must not be taken for someone else's.
+            current = current_revision(self.engine)
+            if current == head:
+                return
+        if current is None:
             if tables and tables != {"alembic_version"}:
                 raise SchemaError(
                     f"{_display(self.url)} has tables ({', '.join(sorted(tables))}) but no animegen schema "
