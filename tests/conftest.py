@@ -39,3 +39,13 @@ def dummy_pipe(dummy_model_dir):
     from animegen_utils import load_pipeline
 
     return load_pipeline(str(dummy_model_dir))
+
+
+@pytest.fixture()
+def fresh_pipeline_cache():
+    """Freshly loaded weights for the test, and none with adapters left behind after it."""
+    from animegen_utils import clear_pipeline_cache
+
+    clear_pipeline_cache()
+    yield
+    clear_pipeline_cache()

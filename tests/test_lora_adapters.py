@@ -31,12 +31,8 @@ def loras(tmp_path_factory, dummy_model_dir):
     return [make_lora(root / f"lora{i}", dummy_model_dir, seed=i) for i in (1, 2)]
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    # Each test starts from freshly loaded weights and leaves none with adapters behind.
-    clear_pipeline_cache()
-    yield
-    clear_pipeline_cache()
+# Every test starts from freshly loaded weights and leaves none with adapters behind.
+pytestmark = pytest.mark.usefixtures("fresh_pipeline_cache")
 
 
 def image(pipe, seed=0):

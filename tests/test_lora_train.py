@@ -43,11 +43,8 @@ def config(data_dir, model_dir, out, **overrides):
     return LoraTrainingConfig(**base)
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    clear_pipeline_cache()
-    yield
-    clear_pipeline_cache()
+# Every test starts from freshly loaded weights and leaves none with adapters behind.
+pytestmark = pytest.mark.usefixtures("fresh_pipeline_cache")
 
 
 def image(pipe, seed=0):
