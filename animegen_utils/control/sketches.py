@@ -139,11 +139,41 @@ def _wobble(points: np.ndarray, rng: np.random.Generator, amount: float) -> np.n
     return np.vstack([head, out, tail])
 
 
-def draw_sketch(name: str = "tilted", size: int = 384, paper: bool = True) -> Image.Image:
-    """One of ``SKETCHES`` as a pencil drawing (RGB). ``paper=False``: clean black lines on white."""
-    if name not in SKETCHES:
-        raise ValueError(f"Unknown sketch {name!r}. Valid choices: {', '.join(SKETCHES)}.")
-    pose, seed = SKETCHES[name]
+HAIRS, MOUTHS = ("long", "short", "twintails"), ("smile", "open", "flat")
+
+
+def random_pose(rng: np.random.Generator) -> Pose:
+    """A head-and-shoulders pose as a person might draw one: anywhere near the middle, any head size,
+    tilted either way, with the whole head and the shoulders' start inside the picture.
+
+    >>> random_pose(np.random.default_rng(0)).hair in HAIRS
+    True
+    """
+    head = float(rng.uniform(0.13, 0.27))
+    neck = float(rng.uniform(0.04, 0.14))
+    # Hair top at cy - 1.35 head, the neck's base at cy + 1.15 head + neck + 0.05: both inside.
+    cy = float(rng.uniform(0.03 + 1.35 * head, max(0.03 + 1.35 * head, 0.92 - 1.2 * head - neck)))
+    cx = float(rng.uniform(0.5 - (0.42 - 1.2 * head), 0.5 + (0.42 - 1.2 * head)))
+    return Pose(cx=cx, cy=cy, head=head, tilt=float(rng.uniform(-20, 20)), neck=neck,
+                shoulders=float(rng.uniform(0.28, 0.5)), hair=str(rng.choice(HAIRS)),
+                mouth=str(rng.choice(MOUTHS)))
+
+
+def draw_sketch(name: str | Pose = "tilted", size: int = 384, paper: bool = True, seed: int | None = None
+                ) -> Image.Image:
+    """A pencil drawing (RGB) of one of ``SKETCHES``, or of any ``Pose`` (``seed`` then picks the
+    strokes' wobble). ``paper=False``: clean black lines on white.
+
+    >>> draw_sketch(random_pose(np.random.default_rng(5)), seed=5).size
+    (384, 384)
+    """
+    if isinstance(name, Pose):
+        pose, seed = name, 0 if seed is None else seed
+    elif name in SKETCHES:
+        pose, default_seed = SKETCHES[name]
+        seed = default_seed if seed is None else seed
+    else:
+        raise ValueError(f"Unknown sketch {name!r}. Valid choices: {', '.join(SKETCHES)}, or a Pose.")
     rng = np.random.default_rng(seed)
     strokes: list[tuple[np.ndarray, float]] = []
     theta = math.radians(pose.tilt)
@@ -182,3 +212,13 @@ def save_sketches(folder: str | Path) -> list[Path]:
         draw_sketch(name).save(path, quality=85)
         paths.append(path)
     return paths
+
+
+def random_sketches(n: int, seed: int = 0, size: int = 384) -> list[tuple[Pose, Image.Image]]:
+    """``n`` pencil sketches in random poses (``random_pose``): a held-out set for edge adherence.
+
+    >>> [(pose.hair, photo.size) for pose, photo in random_sketches(2, seed=1)]  # doctest: +SKIP
+    """
+    rng = np.random.default_rng([seed, 7177])
+    poses = [random_pose(rng) for _ in range(n)]
+    return [(pose, draw_sketch(pose, size=size, seed=seed * 100_003 + i)) for i, pose in enumerate(poses)]

@@ -130,3 +130,27 @@ def edge_adherence(cn_pipe, base_pipe, controls: Sequence[Image.Image], prompts:
             out["without"].append(base)
             out["f1_without"][i] = [edge_f1(control, g.image) for g in base]
     return out
+
+
+SKETCH_HAIR = {"long": "long hair", "short": "short hair", "twintails": "twintails"}
+
+
+def held_out_sketches(n: int, seed: int = 100, size: int = 64) -> tuple[list[Image.Image], list, list]:
+    """A held-out edge-adherence set: ``n`` pencil sketches in random poses
+    (``control.sketches.random_sketches``, other sizes, places and tilts than the renderer's),
+    their controls at ``size`` (``sketch_to_control``), and a random prompt for each whose
+    hairstyle matches the drawing. Returns ``(controls, prompts, photos)``.
+
+    >>> controls, prompts, photos = held_out_sketches(16)
+    >>> r = edge_adherence(cn, txt, controls, prompts, seeds=[0, 1, 2, 3])
+    """
+    from ..control.preprocess import sketch_to_control
+    from ..control.sketches import random_sketches
+    from . import prompt_for, random_requests
+
+    drawn = random_sketches(n, seed=seed)
+    requests = random_requests(n, seed=seed)
+    for (pose, _photo), request in zip(drawn, requests):
+        request["hairstyle"] = SKETCH_HAIR[pose.hair]
+    controls = [sketch_to_control(photo, size=size) for _pose, photo in drawn]
+    return controls, [prompt_for(r) for r in requests], [photo for _pose, photo in drawn]
