@@ -12,6 +12,7 @@ scheduler builds a new pipeline object around the *same* component objects.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -189,6 +190,21 @@ def _attach_lcm_lora(pipe: DiffusionPipeline, lcm_lora: str | None) -> None:
         except OSError as err:  # hub errors (offline, not found) subclass OSError
             raise _missing_model_error(source, err) from err
     pipe.animegen_lcm_lora = source
+    # LCMScheduler picks its few timesteps from the distillation's skip schedule; a kit-distilled
+    # adapter says which one it was trained on (the public ones use diffusers' default, 50).
+    skip_steps = lcm_skip_schedule(source)
+    if skip_steps is not None and pipe.scheduler.config.get("original_inference_steps") != skip_steps:
+        pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config, original_inference_steps=skip_steps)
+
+
+def lcm_skip_schedule(source: str) -> int | None:
+    """The DDIM skip-schedule length an LCM-LoRA folder was distilled with (its ``distill.json``),
+    or None when it does not say (public adapters: LCMScheduler's default of 50 applies)."""
+    meta = Path(source) / "distill.json"
+    if not meta.is_file():
+        return None
+    steps = json.loads(meta.read_text()).get("config", {}).get("num_ddim_timesteps")
+    return int(steps) if steps else None
 
 
 class _quiet_diffusers:

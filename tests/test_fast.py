@@ -262,3 +262,20 @@ def test_frontier_bars_and_pareto_front():
     assert not meets_bars(acc[fast])
     ref = dict(emotion=1.0, style=1.0, hair_color=0.95, eye_color=0.8)
     assert not meets_bars(acc[mid], reference=ref)  # hair 0.86 is more than 0.03 below 0.95
+
+
+def test_lcm_timesteps_follow_the_adapters_skip_schedule(dummy_model_dir, tmp_path):
+    """An adapter distilled on a 10-step skip schedule samples on that schedule's timesteps."""
+    from animegen_utils.pipelines import lcm_skip_schedule
+
+    out = distill(_tiny_cfg(str(dummy_model_dir), tmp_path, "k100", num_ddim_timesteps=10)).lora_dir
+    assert lcm_skip_schedule(str(out)) == 10
+    pipe = load_pipeline(str(dummy_model_dir), scheduler="lcm", lcm_lora=str(out))
+    assert pipe.scheduler.config.original_inference_steps == 10
+    pipe.scheduler.set_timesteps(4)
+    assert set(pipe.scheduler.timesteps.tolist()) <= set(range(99, 1000, 100))   # [99, 199, ..., 999]
+    # A public adapter (no distill.json) keeps LCMScheduler's default of 50.
+    assert lcm_skip_schedule(str(tmp_path)) is None
+    plain = load_pipeline(str(dummy_model_dir), scheduler="lcm", lcm_lora=str(_random_lora(
+        pipe.unet, tmp_path / "public", LCM_TARGET_MODULES, seed=1).parent))
+    assert plain.scheduler.config.original_inference_steps == 50

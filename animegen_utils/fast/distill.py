@@ -265,6 +265,9 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path, cfg: Disti
         for n, value in torch.load(checkpoint, weights_only=False)["lora"].items():
             params[n].copy_(value)
     save_lora(unet, output_dir)
+    # The skip schedule travels with the adapter: load_pipeline sets LCMScheduler's timesteps from it.
+    (Path(output_dir) / "distill.json").write_text(json.dumps(
+        {"config": dataclasses.asdict(cfg), "checkpoint": str(checkpoint)}, indent=2))
     return Path(output_dir)
 
 
