@@ -59,7 +59,7 @@ CONTROLNET_DIR = TINY_MODEL_DIR / "controlnet"
 
 @dataclass
 class ControlTrainConfig:
-    steps: int = 1_000
+    steps: int = 8_000
     batch: int = 16
     lr: float = 2e-4
     warmup: int = 50
@@ -69,15 +69,15 @@ class ControlTrainConfig:
     empty_caption_prob: float = 0.15   # diffusers' --proportion_empty_prompts
     affine_prob: float = 0.8
     max_rotation: float = 15.0         # degrees
-    min_scale: float = 0.85
-    max_scale: float = 1.25
-    max_shift: float = 0.12            # fraction of the image side
+    min_scale: float = 0.75
+    max_scale: float = 1.3
+    max_shift: float = 0.18            # fraction of the image side
     blur_prob: float = 0.3             # blur before canny: main contours only
     wobble_prob: float = 0.5
     wobble_pixels: float = 1.2
     thick_prob: float = 0.2
     dropout_prob: float = 0.3
-    checkpoint_every: int = 100
+    checkpoint_every: int = 500
     log_every: int = 10
 
 
