@@ -85,7 +85,8 @@ def speed(args) -> None:
     out = {"repeats": args.repeats, "machine": platform.processor() or platform.machine(),
            "torch": torch.__version__, "threads": torch.get_num_threads(),
            "s_per_image": {_key(p): s for p, s in seconds.items()}}
-    _save(out, args.results / ("fast_speed.json" if args.points == "all" else f"fast_speed_{args.points}.json"))
+    name = "fast_speed" if args.points == "all" else f"fast_speed_{args.points}"
+    _save(out, args.results / f"{name}{args.tag}.json")
     base = seconds[BASELINE]
     for p in points:
         print(f"{p.label:28s} {seconds[p]:.4f} s  {base / seconds[p]:.2f}x", flush=True)
@@ -106,7 +107,7 @@ def report(args) -> None:
     lines = [f"# Few-step generation on the built-in model (`python benchmarks/bench_fast.py`)", "",
              f"Adherence: probe accuracy on {args.n} random requests per point, seeds 1,000,000+ (unseen). "
              f"Speed: median s/image at batch 1 over {sp['repeats']} round-robin rounds in one run "
-             f"({sp['threads']} torch threads, shared 2-core CPU). Speed-up is against PNDM-50 at CFG 7.5.", "",
+             f"({sp['threads']} torch threads, {sp['machine']}, 2 cores). Speed-up is against PNDM-50 at CFG 7.5.", "",
              "| sampler | steps | CFG | UNet evals | s / image | speed-up | emotion | style | hair | eyes | mean | bars | within 0.03 of DPM++-20 |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in sorted(timed, key=lambda q: speed_of[q]):
@@ -139,12 +140,12 @@ def report(args) -> None:
         lines.append(f"- Fastest LCM point meeting them: {best.label}, {base / speed_of[best]:.1f}x.")
     else:
         lines.append("- No LCM point meets every adherence bar (see the table for the frontier).")
-    key_path = args.results / "fast_speed_key.json"
-    if key_path.exists():  # a second, longer speed run over the points the bars are about
+    for key_path in sorted(args.results.glob("fast_speed_key*.json")):  # longer runs over the key points
         key = _load(key_path)
         ks = {_point(k): v for k, v in key["s_per_image"].items()}
         kb = ks[BASELINE]
-        lines += ["", f"## Second speed run: the key points only, {key['repeats']} round-robin rounds", "",
+        lines += ["", f"## Speed run `{key_path.name}`: the key points only, {key['repeats']} round-robin rounds, "
+                      f"{key['threads']} torch thread(s)", "",
                   "| point | s / image | speed-up vs PNDM-50 |", "|---|---|---|"]
         lines += [f"| {p.label} | {ks[p]:.4f} | {kb / ks[p]:.2f}x |" for p in sorted(ks, key=ks.get)]
     (args.results / "fast.md").write_text("\n".join(lines) + "\n")
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=12)
     parser.add_argument("--force", action="store_true", help="re-measure points already in the results")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--tag", default="", help="suffix of the speed results file, e.g. _1thread")
     args = parser.parse_args(argv)
     {"adherence": adherence, "speed": speed, "report": report}[args.phase](args)
     return 0

@@ -1,6 +1,6 @@
 """Latent consistency distillation of a LoRA (LCM-LoRA) for the built-in model, on a CPU.
 
-    python -m animegen_utils.fast distill                        # the shipped adapter (~40 min, 2 cores)
+    python -m animegen_utils.fast distill                        # the shipped adapter (~60 min, 2 cores)
     python -m animegen_utils.fast distill --max-train-steps 20 --n-images 256 --output-dir /tmp/lcm  # smoke
 
 >>> from animegen_utils.fast.distill import DistillConfig, distill
@@ -68,7 +68,7 @@ class DistillConfig:
     seed: int = 0
     n_images: int = 6_000                # toy-world renders encoded once by the VAE
     data_seed: int = 11                  # renders not used by the base model's training (seed 0)
-    max_train_steps: int = 700
+    max_train_steps: int = 7_000
     batch_size: int = 16
     learning_rate: float = 5e-4          # recipe: 1e-4 for SD1.5 at rank 64; a toy UNet takes more
     lr_scheduler: str = "cosine"         # recipe default "constant"; cosine settles a short run
@@ -87,7 +87,7 @@ class DistillConfig:
     huber_c: float = 0.001
     uncond_prompt: str = ", ".join(DEFAULT_NEGATIVE_TAGS)  # what the kit's CFG uses as unconditional
     mixed_precision: str = "no"
-    checkpointing_steps: int = 100
+    checkpointing_steps: int = 500
     log_every: int = 10
     progress: bool = True
 

@@ -191,12 +191,13 @@ def _set_layer(layer: BaseTunerLayer, names: list[str], enabled: bool) -> None:
         layer.enable_adapters(enabled)
 
 
-def _eval_mode(pipe) -> None:
+def _eval_mode(pipe, layers: list[BaseTunerLayer]) -> None:
     # Layers that load_lora_weights injects start in training mode (torch's default for
     # new modules), so a LoRA trained with dropout would drop activations at inference.
-    for model in _models(pipe):
-        if not model.training and any(m.training for m in model.modules() if isinstance(m, BaseTunerLayer)):
-            model.eval()
+    if any(layer.training for layer in layers):
+        for model in _models(pipe):
+            if not model.training:
+                model.eval()
 
 
 def activate_adapters(pipe) -> None:
@@ -205,8 +206,8 @@ def activate_adapters(pipe) -> None:
     ``generate`` calls this before every pipeline call. Adapters that diffusers
     loaded outside the kit keep the state diffusers gave them.
     """
-    _eval_mode(pipe)
     layers = _tuner_layers(pipe)
+    _eval_mode(pipe, layers)
     record = getattr(pipe, _RECORD, None) or {}
     if not layers:
         if record:
