@@ -26,13 +26,13 @@ import torch
 from animegen_utils import load_pipeline, paths
 from animegen_utils.control import canny_map, sketch_to_control
 from animegen_utils.evaluate import prompt_for, random_requests
-from animegen_utils.evaluate.edges import edge_adherence, held_out_sketches
+from animegen_utils.control.sketches import SKETCHES
+from animegen_utils.evaluate.edges import SKETCH_HAIR, edge_adherence, held_out_sketches
 from animegen_utils.pipelines import controlnet_from_unet
 from animegen_utils.toyworld import CharacterAttributes, render_character
 from PIL import Image
 
 SAMPLES = ("tilted", "big_head", "small_twintails")
-SAMPLE_HAIR = {"tilted": "long hair", "big_head": "short hair", "small_twintails": "twintails"}
 
 
 def _controlnet(source: str, base):
@@ -49,7 +49,7 @@ def control_sets(n_sketches: int, n_renders: int) -> dict[str, tuple[list, list]
     samples = [sketch_to_control(Image.open(paths.data_dir("sketches") / f"{n}.jpg"), size=64) for n in SAMPLES]
     sample_prompts = []
     for name, r in zip(SAMPLES, random_requests(len(SAMPLES), seed=101)):
-        sample_prompts.append(prompt_for({**r, "hairstyle": SAMPLE_HAIR[name]}))
+        sample_prompts.append(prompt_for({**r, "hairstyle": SKETCH_HAIR[SKETCHES[name][0].hair]}))
     renders, render_prompts = [], []
     for i, r in enumerate(random_requests(n_renders, seed=102)):
         attrs = CharacterAttributes(**{k: r[k] for k in ("emotion", "style", "hair_color", "eye_color", "hairstyle",

@@ -34,8 +34,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -47,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..cli import add_config_flags, config_from_args, use_threads_from_env
 from ..pipelines import TINY_MODEL_DIR, controlnet_from_unet
 from ..toyworld.captions import caption_for
 from ..toyworld.dataset import sample_attributes
@@ -297,16 +296,15 @@ def plot_loss_curve(work: Path, out: Path) -> Path | None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m animegen_utils.control train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(ControlTrainConfig):
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    add_config_flags(parser, ControlTrainConfig)
     parser.add_argument("--out", type=Path, default=CONTROLNET_DIR, help="where the ControlNet is saved")
     parser.add_argument("--work", type=Path, default=Path("runs/controlnet"), help="checkpoints and log")
     parser.add_argument("--model", type=Path, default=TINY_MODEL_DIR, help="the base model folder")
     parser.add_argument("--fresh", action="store_true", help="ignore checkpoints in --work")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
-    cfg = ControlTrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ControlTrainConfig)})
+    use_threads_from_env()
+    cfg = config_from_args(args, ControlTrainConfig)
     if args.fresh:
         for name in ("controlnet.pt", "train_log.jsonl"):
             (args.work / name).unlink(missing_ok=True)

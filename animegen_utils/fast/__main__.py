@@ -8,22 +8,12 @@ from the latest one (``--fresh`` starts over). Run ``python -m animegen_utils.fa
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shutil
 import sys
 
-import torch
-
+from ..cli import add_config_flags, config_from_args, use_threads_from_env
 from .distill import DistillConfig, distill
-
-
-def _flag_type(f: dataclasses.Field):
-    if isinstance(f.default, bool):
-        return lambda s: s.lower() in ("1", "true", "yes")
-    if isinstance(f.default, tuple):
-        return lambda s: tuple(x.strip() for x in s.split(",") if x.strip())
-    return type(f.default)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,15 +21,11 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("distill", help="latent consistency distillation of a LoRA (LCM-LoRA)")
-    for f in dataclasses.fields(DistillConfig):
-        default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
-        p.add_argument("--" + f.name.replace("_", "-"), type=_flag_type(f), default=f.default,
-                       help=f"default: {default}")
+    add_config_flags(p, DistillConfig)
     p.add_argument("--fresh", action="store_true", help="delete checkpoints in --work-dir and start over")
     args = parser.parse_args(argv)
-    # OMP_NUM_THREADS caps torch's threads, e.g. 1 to leave a core to other work.
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
-    cfg = DistillConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DistillConfig)})
+    use_threads_from_env()
+    cfg = config_from_args(args, DistillConfig)
     if args.fresh and os.path.isdir(cfg.work_dir):
         shutil.rmtree(cfg.work_dir)
     result = distill(cfg)

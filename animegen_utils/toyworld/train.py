@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import random
 import shutil
 import subprocess
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import prompts
+from ..cli import add_config_flags, config_from_args, use_threads_from_env
 from ..pipelines import TINY_MODEL_DIR
 from .captions import caption_for
 from .dataset import iter_samples
@@ -378,17 +378,14 @@ def train(cfg: TrainConfig, out: Path = TINY_MODEL_DIR, work: Path = Path("runs/
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(TrainConfig):
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    add_config_flags(parser, TrainConfig)
     parser.add_argument("--out", type=Path, default=TINY_MODEL_DIR, help="where the pipeline is saved")
     parser.add_argument("--work", type=Path, default=Path("runs/tiny"), help="checkpoints, cached data, logs")
     parser.add_argument("--fresh", action="store_true", help="ignore checkpoints in --work")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    # OMP_NUM_THREADS=1 leaves a core free for other work; two busy torch
-    # processes on two cores slow each other down several-fold.
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    use_threads_from_env()
+    cfg = config_from_args(args, TrainConfig)
     if args.fresh:
         for name in ("data.pt", "vae.pt", "latents.pt", "unet.pt", "decoder.pt", "train_log.jsonl"):
             (args.work / name).unlink(missing_ok=True)
