@@ -10,6 +10,10 @@ through plain txt2img (the baseline):
   seed 100: never seen in training), the set the issue's bar (F1 >= 2x baseline) is judged on;
 * ``samples``: the three sketches of ``data/sketches`` (notebook 04);
 * ``renders``: canny maps of toy-world renders with unseen seeds (the training distribution, centred).
+
+For each set it also reports what the probe reads in the pictures (does the prompt's hair colour, eye
+colour... survive the control?) and a ceiling: the control's own lines as a picture, before and after the
+model's VAE encodes and decodes it (every output is a VAE decode).
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ import torch
 
 from animegen_utils import load_pipeline, paths
 from animegen_utils.control import canny_map, sketch_to_control
-from animegen_utils.evaluate import prompt_for, random_requests
+from animegen_utils.evaluate import ProbeScorer, prompt_for, random_requests
 from animegen_utils.control.sketches import SKETCHES
-from animegen_utils.evaluate.edges import SKETCH_HAIR, edge_adherence, held_out_sketches
+from animegen_utils.control.train import INK
+from animegen_utils.evaluate.edges import SKETCH_HAIR, edge_adherence, edge_f1, held_out_sketches
 from animegen_utils.pipelines import controlnet_from_unet
 from animegen_utils.toyworld import CharacterAttributes, render_character
 from PIL import Image
@@ -44,19 +49,42 @@ def _controlnet(source: str, base):
     return model.eval()
 
 
-def control_sets(n_sketches: int, n_renders: int) -> dict[str, tuple[list, list]]:
-    held = held_out_sketches(n_sketches, seed=100)
+def control_sets(n_sketches: int, n_renders: int) -> dict[str, tuple[list, list, list]]:
+    """Each set as (controls, prompts, the attribute requests behind the prompts)."""
+    held = held_out_sketches(n_sketches, seed=100, with_requests=True)
     samples = [sketch_to_control(Image.open(paths.data_dir("sketches") / f"{n}.jpg"), size=64) for n in SAMPLES]
-    sample_prompts = []
-    for name, r in zip(SAMPLES, random_requests(len(SAMPLES), seed=101)):
-        sample_prompts.append(prompt_for({**r, "hairstyle": SKETCH_HAIR[SKETCHES[name][0].hair]}))
-    renders, render_prompts = [], []
-    for i, r in enumerate(random_requests(n_renders, seed=102)):
-        attrs = CharacterAttributes(**{k: r[k] for k in ("emotion", "style", "hair_color", "eye_color", "hairstyle",
-                                                          "accessory")})
-        renders.append(canny_map(render_character(attrs, 900_000 + i, size=64).image))
-        render_prompts.append(prompt_for(r))
-    return {"held_out": (held[0], held[1]), "samples": (samples, sample_prompts), "renders": (renders, render_prompts)}
+    sample_requests = [{**r, "hairstyle": SKETCH_HAIR[SKETCHES[name][0].hair]}
+                       for name, r in zip(SAMPLES, random_requests(len(SAMPLES), seed=101))]
+    render_requests = random_requests(n_renders, seed=102)
+    renders = [canny_map(render_character(CharacterAttributes(**r), 900_000 + i, size=64).image)
+               for i, r in enumerate(render_requests)]
+    return {"held_out": (held[0], held[1], held[3]),
+            "samples": (samples, [prompt_for(r) for r in sample_requests], sample_requests),
+            "renders": (renders, [prompt_for(r) for r in render_requests], render_requests)}
+
+
+def vae_ceiling(vae, controls: list) -> dict[str, float]:
+    """What the best possible output could score: the control's own lines inked on skin-coloured
+    paper (the ideal picture), and that picture after the model's VAE encodes and decodes it. Every
+    pipeline output is a VAE decode, and the ControlNet learns to produce latents like the encoder's."""
+    ideal, decoded = [], []
+    for control in controls:
+        lines = np.asarray(control.convert("L")) > 127
+        picture = np.where(lines[..., None], np.uint8(INK), np.uint8((255, 226, 204))).astype(np.uint8)
+        x = torch.from_numpy(picture).permute(2, 0, 1)[None].float() / 127.5 - 1
+        with torch.no_grad():
+            y = vae.decode(vae.encode(x).latent_dist.mean).sample[0]
+        back = ((y.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+        ideal.append(edge_f1(control, Image.fromarray(picture)))
+        decoded.append(edge_f1(control, Image.fromarray(back)))
+    return {"ideal": round(float(np.mean(ideal)), 3), "ideal_through_vae": round(float(np.mean(decoded)), 3)}
+
+
+def probe_hits(probe: ProbeScorer, generations: list[list], requests: list[dict]) -> dict[str, float]:
+    """Share of pictures in which the probe reads what the prompt asked for (one row per control)."""
+    images = [g.image for row in generations for g in row]
+    asked = [r for row, r in zip(generations, requests) for _ in row]
+    return {k: round(v, 3) for k, v in probe.accuracy(images, asked).items()}
 
 
 def main() -> None:
@@ -68,6 +96,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--scale", type=float, default=1.0, help="controlnet_conditioning_scale")
+    ap.add_argument("--guidance-end", type=float, default=1.0, help="control_guidance_end")
     ap.add_argument("--output", default="benchmarks/results/controlnet.json")
     args = ap.parse_args()
 
@@ -76,18 +105,28 @@ def main() -> None:
     seeds = list(range(args.seeds))
     started = time.time()
     result = {"controlnet": args.controlnet, "steps": args.steps, "guidance": args.guidance,
-              "controlnet_conditioning_scale": args.scale, "seeds": seeds, "sets": {}}
-    for name, (controls, prompts) in control_sets(args.n_sketches, args.n_renders).items():
+              "controlnet_conditioning_scale": args.scale, "control_guidance_end": args.guidance_end,
+              "seeds": seeds, "sets": {}}
+    probe = ProbeScorer()
+    for name, (controls, prompts, requests) in control_sets(args.n_sketches, args.n_renders).items():
         r = edge_adherence(cn, txt, controls, prompts, seeds=seeds, steps=args.steps, guidance=args.guidance,
-                           controlnet_conditioning_scale=args.scale)
+                           controlnet_conditioning_scale=args.scale, control_guidance_end=args.guidance_end)
         with_, without = float(r["f1_with"].mean()), float(r["f1_without"].mean())
+        hits_with, hits_without = probe_hits(probe, r["with"], requests), probe_hits(probe, r["without"], requests)
+        ceiling = vae_ceiling(txt.vae, controls)
         result["sets"][name] = {"n_controls": len(controls), "n_images": int(r["f1_with"].size),
                                 "f1_with": round(with_, 4), "f1_without": round(without, 4),
                                 "ratio": round(with_ / without, 3),
+                                "probe_with": hits_with, "probe_without": hits_without,
+                                "ceiling": ceiling,
                                 "per_control_with": np.round(r["f1_with"].mean(1), 3).tolist(),
                                 "per_control_without": np.round(r["f1_without"].mean(1), 3).tolist()}
         print(f"{name:<9} n={r['f1_with'].size:>3}  F1 with {with_:.3f}  without {without:.3f}  ratio {with_ / without:.2f}x",
               flush=True)
+        print(f"{'':<9} ceiling: the control's own lines {ceiling['ideal']:.3f}, through the VAE "
+              f"{ceiling['ideal_through_vae']:.3f} (ratio {ceiling['ideal_through_vae'] / without:.2f}x)", flush=True)
+        print(f"{'':<9} probe reads the prompt's attributes, with | without ControlNet: "
+              + ", ".join(f"{k} {hits_with[k]:.2f} | {hits_without[k]:.2f}" for k in hits_with), flush=True)
     result.update(seconds=round(time.time() - started, 1), torch=torch.__version__, machine=platform.processor() or platform.machine(),
                   threads=torch.get_num_threads())
     out = Path(args.output)

@@ -253,6 +253,7 @@ def test_shipped_sketches_match_the_code():
 
 def test_random_poses_stay_in_the_picture_and_vary_the_layout():
     from animegen_utils.control.sketches import random_pose, random_sketches
+    from animegen_utils.evaluate import prompt_for
     from animegen_utils.evaluate.edges import held_out_sketches
 
     rng = np.random.default_rng(3)
@@ -274,3 +275,6 @@ def test_random_poses_stay_in_the_picture_and_vary_the_layout():
     drawn = random_sketches(12, seed=5)
     for (pose, _), prompt in zip(drawn, prompts):
         assert {"long": "long hair", "short": "short hair", "twintails": "twintails"}[pose.hair] in str(prompt)
+    # The requests behind the prompts (what the probe checks) come with them on request.
+    *_, requests = held_out_sketches(12, seed=5, with_requests=True)
+    assert [prompt_for(r) for r in requests] == prompts

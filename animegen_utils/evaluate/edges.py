@@ -135,11 +135,12 @@ def edge_adherence(cn_pipe, base_pipe, controls: Sequence[Image.Image], prompts:
 SKETCH_HAIR = {"long": "long hair", "short": "short hair", "twintails": "twintails"}
 
 
-def held_out_sketches(n: int, seed: int = 100, size: int = 64) -> tuple[list[Image.Image], list, list]:
+def held_out_sketches(n: int, seed: int = 100, size: int = 64, with_requests: bool = False) -> tuple:
     """A held-out edge-adherence set: ``n`` pencil sketches in random poses
     (``control.sketches.random_sketches``, other sizes, places and tilts than the renderer's),
     their controls at ``size`` (``sketch_to_control``), and a random prompt for each whose
-    hairstyle matches the drawing. Returns ``(controls, prompts, photos)``.
+    hairstyle matches the drawing. Returns ``(controls, prompts, photos)``, and the attribute
+    requests behind the prompts as a fourth item with ``with_requests=True`` (for the probe).
 
     >>> controls, prompts, photos = held_out_sketches(16)
     >>> r = edge_adherence(cn, txt, controls, prompts, seeds=[0, 1, 2, 3])
@@ -153,4 +154,5 @@ def held_out_sketches(n: int, seed: int = 100, size: int = 64) -> tuple[list[Ima
     for (pose, _photo), request in zip(drawn, requests):
         request["hairstyle"] = SKETCH_HAIR[pose.hair]
     controls = [sketch_to_control(photo, size=size) for _pose, photo in drawn]
-    return controls, [prompt_for(r) for r in requests], [photo for _pose, photo in drawn]
+    result = (controls, [prompt_for(r) for r in requests], [photo for _pose, photo in drawn])
+    return result + (requests,) if with_requests else result

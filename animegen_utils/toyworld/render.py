@@ -35,6 +35,7 @@ __all__ = [
     "CustomLook",
     "RenderResult",
     "render_character",
+    "render_supersampled",
     "ATTRIBUTE_CHOICES",
     "HAIR_RGB",
     "EYE_RGB",
@@ -570,6 +571,21 @@ def _draw_star_clip(c: _Canvas, side: int) -> None:
 def render_character(attrs: CharacterAttributes, seed: int, size: int = 64,
                      look: CustomLook | None = None) -> RenderResult:
     """Draw ``attrs`` with the jitter of ``seed``; deterministic for ``(attrs, seed, size, look)``."""
+    result = render_supersampled(attrs, seed, size, look)
+    result.image = result.image.resize((size, size), Image.LANCZOS)
+    return result
+
+
+def render_supersampled(attrs: CharacterAttributes, seed: int, size: int = 64,
+                        look: CustomLook | None = None) -> RenderResult:
+    """The same drawing as :func:`render_character` before its downsampling: ``size * 4`` pixels,
+    flat colours and hard shape boundaries (no antialiasing), so every boundary is exact.
+
+    ``control.train`` takes its line-art controls from these boundaries.
+
+    >>> render_supersampled(CharacterAttributes("happy", "casual", "blue", "yellow"), 0).image.size
+    (256, 256)
+    """
     if not isinstance(attrs, CharacterAttributes):
         raise TypeError(f"attrs must be a CharacterAttributes, got {type(attrs).__name__}")
     if size < 8:
@@ -618,5 +634,4 @@ def render_character(attrs: CharacterAttributes, seed: int, size: int = 64,
     if look is not None and look.star_clip:
         _draw_star_clip(c, -var["ribbon_side"])
 
-    image = img.resize((size, size), Image.LANCZOS)
-    return RenderResult(image=image, attributes=attrs, variation=var)
+    return RenderResult(image=img, attributes=attrs, variation=var)
