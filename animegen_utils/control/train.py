@@ -160,7 +160,7 @@ def thin_lines(mask: np.ndarray) -> np.ndarray:
 
 def line_strokes(boundaries: np.ndarray, radius: int) -> np.ndarray:
     """Supersampled shape boundaries as a person would ink them: a dark outline's two sides, and
-    boundaries closer than a stroke, merge into one centre line, drawn ``radius`` pixels wide."""
+    boundaries closer than a stroke, merge into one centre line, drawn ``2 * radius + 1`` pixels wide."""
     bands = cv2.morphologyEx(boundaries, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
     centre = np.where(thin_lines(bands > 0), 255, 0).astype(np.uint8)
     return cv2.dilate(centre, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
