@@ -63,20 +63,20 @@ def control_sets(n_sketches: int, n_renders: int) -> dict[str, tuple[list, list,
             "renders": (renders, [prompt_for(r) for r in render_requests], render_requests)}
 
 
-def vae_ceiling(vae, controls: list) -> dict[str, float]:
+def vae_ceiling(pipe, controls: list) -> dict[str, float]:
     """What the best possible output could score: the control's own lines inked on skin-coloured
-    paper (the ideal picture), and that picture after the model's VAE encodes and decodes it. Every
-    pipeline output is a VAE decode, and the ControlNet learns to produce latents like the encoder's."""
+    paper (the ideal picture), and that picture after the model's VAE encodes and decodes it (with
+    the pipeline's own image processor). Every pipeline output is a VAE decode, and the ControlNet
+    learns to produce latents like the encoder's."""
     ideal, decoded = [], []
     for control in controls:
         lines = np.asarray(control.convert("L")) > 127
-        picture = np.where(lines[..., None], np.uint8(INK), np.uint8((255, 226, 204))).astype(np.uint8)
-        x = torch.from_numpy(picture).permute(2, 0, 1)[None].float() / 127.5 - 1
+        picture = Image.fromarray(np.where(lines[..., None], np.uint8(INK), np.uint8((255, 226, 204))).astype(np.uint8))
         with torch.no_grad():
-            y = vae.decode(vae.encode(x).latent_dist.mean).sample[0]
-        back = ((y.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
-        ideal.append(edge_f1(control, Image.fromarray(picture)))
-        decoded.append(edge_f1(control, Image.fromarray(back)))
+            latents = pipe.vae.encode(pipe.image_processor.preprocess(picture)).latent_dist.mean
+            [back] = pipe.image_processor.postprocess(pipe.vae.decode(latents).sample, output_type="pil")
+        ideal.append(edge_f1(control, picture))
+        decoded.append(edge_f1(control, back))
     return {"ideal": round(float(np.mean(ideal)), 3), "ideal_through_vae": round(float(np.mean(decoded)), 3)}
 
 
@@ -113,7 +113,7 @@ def main() -> None:
                            controlnet_conditioning_scale=args.scale, control_guidance_end=args.guidance_end)
         with_, without = float(r["f1_with"].mean()), float(r["f1_without"].mean())
         hits_with, hits_without = probe_hits(probe, r["with"], requests), probe_hits(probe, r["without"], requests)
-        ceiling = vae_ceiling(txt.vae, controls)
+        ceiling = vae_ceiling(txt, controls)
         result["sets"][name] = {"n_controls": len(controls), "n_images": int(r["f1_with"].size),
                                 "f1_with": round(with_, 4), "f1_without": round(without, 4),
                                 "ratio": round(with_ / without, 3),

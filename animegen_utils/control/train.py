@@ -213,15 +213,16 @@ def make_pair(index: int, rng: np.random.Generator, cfg: ControlTrainConfig, siz
     big = np.asarray(render_supersampled(attrs, render_seed, size=size).image)
     map_x, map_y = random_geometry(rng, cfg, big.shape[0])
     moved = cv2.remap(big, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    if rng.random() < cfg.line_art_prob:
+    line_art = rng.random() < cfg.line_art_prob
+    if line_art:
         radius = int(rng.integers(1, cfg.max_line_radius + 1))
         strokes = line_strokes(shape_boundaries(big), radius)
         strokes = drop_lines(cv2.remap(strokes, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderValue=0), rng, cfg)
         moved = ink_lines(moved, strokes, 2 * radius + 1, rng)
-        image = np.asarray(Image.fromarray(moved).resize((size, size), Image.LANCZOS))
+    image = np.asarray(Image.fromarray(moved).resize((size, size), Image.LANCZOS))
+    if line_art:
         edges = shrink_lines(strokes, size)
     else:
-        image = np.asarray(Image.fromarray(moved).resize((size, size), Image.LANCZOS))
         grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         source = cv2.GaussianBlur(grey, (3, 3), rng.uniform(0.6, 1.2)) if rng.random() < cfg.blur_prob else grey
         low, high = auto_canny_thresholds(source)
