@@ -15,15 +15,19 @@ The estimate is deliberately simple and conservative. For one denoising step
 (the UNet, with classifier-free guidance doubling the batch) and for the VAE
 decode it adds up the activations that are alive at the same time:
 
-- UNet: the skip connections kept from every down block, a few working tensors
-  at full latent resolution, and self-attention: ``heads × tokens²`` scores per
+- UNet: the skip connections kept from every down block; the top-level transformer's
+  feed-forward (GEGLU: its 2 × inner projection, the gate's GELU and their product) on
+  top of the residual stream (measured on SD1.5's UNet: 8321 values per latent token
+  and image row at 256 and at 512 px, estimated 8460; ``benchmarks/bench_memory.py``);
+  and self-attention: ``heads × tokens²`` scores per
   image when the attention implementation materialises them (the classic
   processors, or MPS), ``heads × tokens × head_dim`` when it is a fused
   (flash / memory-efficient) kernel, divided by the slice count under
   ``pipe.enable_attention_slicing()``.
 - VAE decode: about a dozen tensors of the decoder's top block at full image
-  resolution per image (measured on the built-in model: 11 at 1280² px; 14 are
-  counted, for margin),
+  resolution per image (measured on the built-in model: 11 at 1280² px, on SD1.5's
+  VAE: 6 at 256 and 512 px; 14 are counted, for margin), in the dtype the pipeline
+  decodes in (SD1.5's pipelines never upcast an fp16 VAE; SDXL's read ``force_upcast``),
   for the whole batch unless ``pipe.enable_vae_slicing()``, and bounded by the
   tile size under ``pipe.enable_vae_tiling()``.
 
@@ -42,7 +46,8 @@ from dataclasses import dataclass
 import torch
 
 VAE_TENSORS_PER_PIXEL = 14      # decoder top-block tensors alive at once (measured 11; margin for error)
-UNET_WORKING_TENSORS = 6        # resnet/attention temporaries at the current level
+UNET_WORKING_TENSORS = 6        # resnet temporaries at the top level, for a UNet without transformers
+RESIDUAL_TENSORS = 3            # a transformer's input, residual and norm, beside its feed-forward
 HEADROOM = 0.8                  # leave 20 % for the allocator, Python, the notebook and the estimate's error
 
 
@@ -88,6 +93,44 @@ def _attention_layout(pipe) -> tuple[bool, int]:
     return fused, slices
 
 
+def _feed_forward(unet) -> tuple[int, int] | None:
+    """(level, values per token alive in one transformer feed-forward) for the highest-resolution
+    level with transformers; None for a UNet without any. GEGLU (SD1.5's) keeps its projection
+    (2 × inner), the GELU of the gate (inner) and their product (inner) alive at once."""
+    for level, block in enumerate(getattr(unet, "down_blocks", ())):
+        for attention in getattr(block, "attentions", None) or ():
+            for transformer in getattr(attention, "transformer_blocks", ()):
+                ff = getattr(transformer, "ff", None)
+                if ff is None or not hasattr(ff, "net"):
+                    continue
+                proj = getattr(ff.net[0], "proj", None)
+                out = ff.net[-1]
+                if isinstance(proj, torch.nn.Linear) and isinstance(out, torch.nn.Linear):
+                    return level, proj.out_features + 2 * out.in_features
+    return None
+
+
+def _working_values(unet, channels: list[int], tokens: int) -> int:
+    """Temporaries beside the skips at the peak, per image row. With transformers the peak is a
+    feed-forward at the top level, on top of the residual stream (block input, its residual and
+    norm: ``RESIDUAL_TENSORS``); measured on SD1.5's UNet (benchmarks/bench_memory.py)."""
+    found = _feed_forward(unet)
+    if found is None:
+        return UNET_WORKING_TENSORS * channels[0] * tokens
+    level, ff_values = found
+    return (ff_values + RESIDUAL_TENSORS * channels[level]) * (tokens // 4**level)
+
+
+def _vae_decode_dtype(pipe) -> torch.dtype:
+    """The dtype the pipeline decodes in. ``force_upcast`` in a VAE config is read only by pipelines
+    that upcast (SDXL's, the x4 upscaler: those with an ``upcast_vae`` method), and only for fp16;
+    SD1.5's txt2img, img2img and ControlNet pipelines decode in the VAE's own dtype."""
+    dtype = _first_parameter(pipe.vae).dtype
+    if dtype == torch.float16 and getattr(pipe.vae.config, "force_upcast", False) and hasattr(pipe, "upcast_vae"):
+        return torch.float32
+    return dtype
+
+
 def estimate_peak_bytes(pipe, batch: int, height: int, width: int, guidance: float = 7.5) -> int:
     """Estimated peak bytes of generating ``batch`` images at ``height``×``width`` with ``pipe``."""
     return estimate_memory(pipe, batch, height, width, guidance).peak_bytes
@@ -105,7 +148,7 @@ def estimate_memory(pipe, batch: int, height: int, width: int, guidance: float =
     layers = layers[0] if isinstance(layers, (list, tuple)) else layers
     # Skip connections: (layers + 1) tensors per down level, each a quarter the size of the last.
     skips = sum((layers + 1) * c * tokens // 4**i for i, c in enumerate(channels))
-    working = UNET_WORKING_TENSORS * channels[0] * tokens
+    working = _working_values(unet, channels, tokens)
 
     heads_cfg = unet.config.num_attention_heads or unet.config.attention_head_dim
     fused, slices = _attention_layout(pipe)
@@ -120,7 +163,7 @@ def estimate_memory(pipe, batch: int, height: int, width: int, guidance: float =
         attention = max(attention, 2 * heads * scores // (1 if fused else slices))
     unet_bytes = rows * (skips + working + attention) * itemsize
 
-    vae_dtype_bytes = 4 if getattr(vae.config, "force_upcast", False) else torch.finfo(_first_parameter(vae).dtype).bits // 8
+    vae_dtype_bytes = torch.finfo(_vae_decode_dtype(pipe)).bits // 8
     top_channels = vae.config.block_out_channels[0]
     pixels = height * width
     if getattr(vae, "use_tiling", False):

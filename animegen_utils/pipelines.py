@@ -126,11 +126,29 @@ def resolve_dtype(dtype: str | torch.dtype = "auto", device: str | torch.device 
 
 
 def make_scheduler(name: str, config: dict) -> Any:
-    """A scheduler by short name, built from an existing scheduler's config."""
+    """A scheduler by short name: its class's defaults, the named option set, and the noise
+    schedule of ``config`` (the model's own scheduler config, e.g. ``scheduler/scheduler_config.json``).
+
+    Build from the *model's* config, not from another sampler's: a sampler's options
+    (``use_karras_sigmas``, ``algorithm_type``...) would otherwise carry over to the next one.
+    ``load_pipeline`` keeps the model's config as ``pipe.animegen_scheduler_config``.
+    """
     if name not in SCHEDULERS:
         raise ValueError(f"Unknown scheduler {name!r}. Valid choices: {', '.join(SCHEDULERS)}.")
     cls, overrides, _ = SCHEDULERS[name]
     return cls.from_config(config, **overrides)
+
+
+def model_scheduler_config(pipe: DiffusionPipeline) -> dict:
+    """The scheduler config the model came with, kept by the kit across sampler swaps.
+
+    A pipeline built outside the kit has none recorded: its current scheduler's config is
+    taken (and recorded) the first time.
+    """
+    config = getattr(pipe, "animegen_scheduler_config", None)
+    if config is None:
+        config = pipe.animegen_scheduler_config = dict(pipe.scheduler.config)
+    return config
 
 
 def set_scheduler(pipe: DiffusionPipeline, name: str, lcm_lora: str | None = None) -> DiffusionPipeline:
@@ -141,7 +159,7 @@ def set_scheduler(pipe: DiffusionPipeline, name: str, lcm_lora: str | None = Non
     """
     if lcm_lora is not None and name != "lcm":
         raise ValueError(f"lcm_lora is for scheduler='lcm', got scheduler={name!r}.")
-    pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
+    pipe.scheduler = make_scheduler(name, model_scheduler_config(pipe))
     pipe.animegen_info = replace(pipeline_info(pipe), scheduler=name)
     if name == "lcm":
         _attach_lcm_lora(pipe, lcm_lora)
@@ -254,6 +272,33 @@ def pipeline_info(pipe: DiffusionPipeline) -> PipelineInfo:
     )
 
 
+def is_single_file(model: str | os.PathLike) -> bool:
+    """Whether ``model`` names a one-file checkpoint (``.safetensors``/``.ckpt``) rather than a folder or Hub id."""
+    return Path(str(model)).suffix in SINGLE_FILE_SUFFIXES
+
+
+def check_config(model: str, config: str | None, kwarg: str = "config") -> None:
+    """``config`` is for single files only: a folder or Hub id carries its own configs."""
+    if config is not None and not is_single_file(model):
+        raise ValueError(f"{kwarg}= is for single-file checkpoints (.safetensors, .ckpt); {model!r} is a folder, "
+                         "Hub id or built-in model with its own configs. Leave config out.")
+
+
+def _single_file_error(path: str, config: str | None, default_config: str, err: Exception,
+                       kwarg: str = "config") -> ModelNotFoundError:
+    """``from_single_file`` failed: most often offline without the configs it builds the model from."""
+    first = str(err).splitlines()[0] if str(err) else ""
+    if config is None:
+        how = (f"from_single_file builds the model around the file's weights from {default_config!r}'s configs "
+               f"(not the weights: a few kB), which are not in the Hugging Face cache. Pass {kwarg}= a diffusers "
+               f"folder of the same architecture, or cache the configs once with network access: "
+               f"`hf download {default_config} --include '*.json' '*.txt'`.")
+    else:
+        how = (f"Check that {kwarg}={config!r} is a diffusers folder (or a cached Hub id) of the same architecture "
+               "as the file.")
+    return ModelNotFoundError(f"Could not load the checkpoint {path!r}: {type(err).__name__}: {first} {how}")
+
+
 def _missing_model_error(model: str, err: Exception) -> ModelNotFoundError:
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     lines = [f"Could not load model {model!r}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"]
@@ -262,7 +307,7 @@ def _missing_model_error(model: str, err: Exception) -> ModelNotFoundError:
     if offline:
         lines.append("HF_HUB_OFFLINE=1 is set, so only models already in the Hugging Face cache can load. "
                      f"Download it once with network access: `hf download {model}` "
-                     "(or unset HF_HUB_OFFLINE), or pass a local folder / .safetensors path.")
+                     "(or unset HF_HUB_OFFLINE), or pass a local folder, or a .safetensors file with config=.")
     else:
         lines.append("Check the id or path. Without network, set HF_HUB_OFFLINE=1 and download it first "
                      f"with `hf download {model}`; the built-in offline model is model='tiny'.")
@@ -287,11 +332,7 @@ def _load_base(model: str, dtype: torch.dtype, safety_checker: bool, config: str
                 )
             return StableDiffusionPipeline.from_pretrained(TINY_MODEL_DIR, local_files_only=True, **kwargs)
         if path.suffix in SINGLE_FILE_SUFFIXES:
-            if not path.is_file():
-                raise ModelNotFoundError(f"Checkpoint file not found: {path}")
-            if config is not None:
-                kwargs["config"] = config
-            return StableDiffusionPipeline.from_single_file(str(path), **kwargs)
+            return _load_single_file(StableDiffusionPipeline, path, config, SD15, kwargs)
         if path.is_dir():
             return StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
         if model.startswith((".", "/", "~")):
@@ -301,6 +342,21 @@ def _load_base(model: str, dtype: torch.dtype, safety_checker: bool, config: str
         raise
     except (OSError, ValueError) as err:  # hub errors subclass OSError / ValueError
         raise _missing_model_error(model, err) from err
+
+
+def _load_single_file(cls, path: Path, config: str | None, default_config: str, kwargs: dict[str, Any],
+                      kwarg: str = "config"):
+    """``cls.from_single_file``, with an error that says which configs it needs when it fails."""
+    if not path.is_file():
+        raise ModelNotFoundError(f"Checkpoint file not found: {path}")
+    if config is not None:
+        kwargs = {**kwargs, "config": config}
+        if Path(config).expanduser().is_dir():
+            kwargs["local_files_only"] = True
+    try:
+        return cls.from_single_file(str(path), **kwargs)
+    except (OSError, ValueError) as err:  # hub errors (offline, not cached) subclass OSError / ValueError
+        raise _single_file_error(str(path), config, default_config, err, kwarg) from err
 
 
 def controlnet_from_unet(unet, vae_scale_factor: int = 8) -> ControlNetModel:
@@ -315,7 +371,7 @@ def controlnet_from_unet(unet, vae_scale_factor: int = 8) -> ControlNetModel:
 
 
 def _load_controlnet(controlnet: str | ControlNetModel | None, base: StableDiffusionPipeline,
-                     model: str, dtype: torch.dtype) -> ControlNetModel:
+                     model: str, dtype: torch.dtype, config: str | None = None) -> ControlNetModel:
     if isinstance(controlnet, ControlNetModel):
         return controlnet
     if controlnet == TINY or (controlnet is None and model == TINY):
@@ -325,11 +381,15 @@ def _load_controlnet(controlnet: str | ControlNetModel | None, base: StableDiffu
         return ControlNetModel.from_pretrained(TINY_CONTROLNET_DIR, local_files_only=True, dtype=dtype)
     name = controlnet or DEFAULT_CONTROLNET
     path = Path(name).expanduser()
+    check_config(name, config, kwarg="controlnet_config")
+    if is_single_file(name):
+        return _load_single_file(ControlNetModel, path, config, DEFAULT_CONTROLNET, {"dtype": dtype},
+                                 kwarg="controlnet_config")
     try:
         if path.is_dir():
             return ControlNetModel.from_pretrained(path, local_files_only=True, dtype=dtype)
         if name.startswith((".", "/", "~")):
-            raise ModelNotFoundError(f"No ControlNet folder at {path}")
+            raise ModelNotFoundError(f"No ControlNet folder or .safetensors file at {path}")
         return ControlNetModel.from_pretrained(name, dtype=dtype)
     except ModelNotFoundError:
         raise
@@ -352,10 +412,13 @@ def _pipeline_from_components(cls: type[DiffusionPipeline], pipe: DiffusionPipel
 
 
 def switch_task(pipe: DiffusionPipeline, task: str, controlnet: str | ControlNetModel | None = None,
-                scheduler: str | None = None, lcm_lora: str | None = None) -> DiffusionPipeline:
+                scheduler: str | None = None, lcm_lora: str | None = None,
+                controlnet_config: str | None = None) -> DiffusionPipeline:
     """The same weights as ``pipe`` in a pipeline for another task.
 
     With scheduler ``"lcm"`` (given, or ``pipe``'s own) the new pipeline gets the LCM-LoRA too.
+    ``controlnet_config``: for a ControlNet ``.safetensors``, the diffusers ControlNet folder (or
+    cached Hub id) of its architecture, as ``config`` is for a single-file model.
 
     >>> pipe = load_pipeline()
     >>> img2img = switch_task(pipe, "img2img")
@@ -373,14 +436,16 @@ def switch_task(pipe: DiffusionPipeline, task: str, controlnet: str | ControlNet
         elif cn is None:
             # One ControlNet object per (name, model, device, dtype), like the base weights: the
             # controlnet and controlnet_img2img pipelines share it instead of loading it twice.
-            key = (controlnet, info.model, str(pipe.device), pipe.dtype)
+            key = (controlnet, controlnet_config, info.model, str(pipe.device), pipe.dtype)
             if key not in _CONTROLNETS:
-                _CONTROLNETS[key] = _load_controlnet(controlnet, pipe, info.model, pipe.dtype).to(pipe.device)
+                _CONTROLNETS[key] = _load_controlnet(controlnet, pipe, info.model, pipe.dtype,
+                                                     controlnet_config).to(pipe.device)
             cn = _CONTROLNETS[key]
         extra["controlnet"] = cn
     new = _pipeline_from_components(TASKS[task], pipe, extra)
+    new.animegen_scheduler_config = model_scheduler_config(pipe)
     # A scheduler of its own, so changing one pipeline's sampler leaves the other alone.
-    new.scheduler = make_scheduler(scheduler, pipe.scheduler.config) if scheduler else \
+    new.scheduler = make_scheduler(scheduler, new.animegen_scheduler_config) if scheduler else \
         type(pipe.scheduler).from_config(pipe.scheduler.config)
     new.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
     new.animegen_info = replace(info, task=task, scheduler=scheduler or info.scheduler)
@@ -403,6 +468,7 @@ def load_pipeline(
     config: str | None = None,
     variant: str | None = None,
     lcm_lora: str | None = None,
+    controlnet_config: str | None = None,
 ) -> DiffusionPipeline:
     """Load a Stable Diffusion 1.x pipeline for ``task`` (txt2img, img2img, controlnet, controlnet_img2img).
 
@@ -419,11 +485,15 @@ def load_pipeline(
         controlnet: for the controlnet tasks: a Hub id, a local folder, ``"tiny"`` (the built-in
             canny ControlNet) or a ``ControlNetModel`` (default ``lllyasviel/control_v11p_sd15_canny``;
             for ``model="tiny"`` the built-in one).
-        config: for single files, a diffusers folder or Hub id describing the architecture.
+        config: for single files only: a diffusers folder (or a Hub id whose configs are cached)
+            with the architecture's configs, e.g. a downloaded SD1.5 folder; needed offline, where
+            ``from_single_file`` cannot fetch ``stable-diffusion-v1-5/stable-diffusion-v1-5``'s configs.
+            Refused for folders and Hub ids, which carry their own.
         variant: weight variant to fetch from the Hub, e.g. ``"fp16"``.
         lcm_lora: for ``scheduler="lcm"``, the LCM-LoRA to use: a Hub id, a folder or a
             ``.safetensors`` file. Default: the built-in one for ``"tiny"``,
             ``latent-consistency/lcm-lora-sdv1-5`` for other models.
+        controlnet_config: ``config`` for a ControlNet ``.safetensors`` (its diffusers folder).
     """
     if lcm_lora is not None and scheduler != "lcm":
         raise ValueError(f"lcm_lora is for scheduler='lcm', got scheduler={scheduler!r}.")
@@ -433,6 +503,7 @@ def load_pipeline(
         raise ValueError(f"Unknown scheduler {scheduler!r}. Valid choices: {', '.join(SCHEDULERS)}.")
     if clip_skip is not None and clip_skip < 0:
         raise ValueError(f"clip_skip must be >= 0, got {clip_skip}")
+    check_config(model, config)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     key = (model, str(dev), torch_dtype, bool(safety_checker), config, variant)
@@ -444,7 +515,8 @@ def load_pipeline(
         base.animegen_info = PipelineInfo(model, "txt2img", scheduler, clip_skip, str(dev),
                                           str(torch_dtype).replace("torch.", ""))
         _LOADED[key] = base
-    pipe = switch_task(base, task, controlnet=controlnet, scheduler=scheduler, lcm_lora=lcm_lora)
+    pipe = switch_task(base, task, controlnet=controlnet, scheduler=scheduler, lcm_lora=lcm_lora,
+                       controlnet_config=controlnet_config)
     pipe.animegen_info = replace(pipe.animegen_info, clip_skip=clip_skip)
     return pipe
 
