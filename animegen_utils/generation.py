@@ -192,6 +192,9 @@ def generate(
     if len(prompts) == 1 and len(seeds) > 1:
         prompts = prompts * len(seeds)
     info = pipeline_info(pipe)
+    from .lora.adapters import generation_record  # here: lora imports generation
+
+    recorded = generation_record(pipe)  # adapters and LCM-LoRA, before any <lora:> tag of the prompt is applied
     default_steps, default_guidance = recommended_settings(pipe)
     steps = default_steps if steps is None else steps
     guidance = default_guidance if guidance is None else guidance
@@ -245,6 +248,7 @@ def generate(
             generator=generators,
             **pipeline_kwargs,
         )
+        flagged = _safety_flags(out, len(seeds[sl]))
         batch = list(zip(out.images, positives[sl], negatives[sl], seeds[sl]))
         for index, (image, pos, neg, s) in enumerate(batch):
             params = {
@@ -261,8 +265,21 @@ def generate(
             for k in ("image", "control_image"):  # input pictures are not in the PNG: their hashes are
                 if isinstance(pipeline_kwargs.get(k), Image.Image):
                     params[f"{k}_sha256"] = image_sha256(pipeline_kwargs[k])
+            params.update(recorded)
+            if flagged[index]:
+                params["nsfw_blacked_out"] = True
             results.append(Generation(image=image, params=params))
     return results
+
+
+def _safety_flags(out: Any, n: int) -> list[bool]:
+    """Which images of a pipeline output the safety checker replaced with black (warned about)."""
+    flags = [bool(f) for f in (getattr(out, "nsfw_content_detected", None) or [False] * n)]
+    if any(flags):
+        warnings.warn(f"The safety checker blacked out {sum(flags)} of {n} image(s); their params say "
+                      "nsfw_blacked_out. load_pipeline(..., safety_checker=False) turns the checker off.",
+                      stacklevel=3)
+    return flags
 
 
 def image_sha256(image: Image.Image) -> str:
@@ -300,6 +317,8 @@ def a1111_parameters(params: dict[str, Any]) -> str:
         fields.append(f"Clip skip: {params['clip_skip'] + 1}")
     if "strength" in params:
         fields.append(f"Denoising strength: {params['strength']}")
+    if params.get("nsfw_blacked_out"):
+        fields.append("NSFW: blacked out by the safety checker")
     return f"{params['prompt']}\nNegative prompt: {params.get('negative', '')}\n" + ", ".join(fields)
 
 
@@ -325,6 +344,29 @@ def read_parameters(path: str | Path) -> dict[str, Any]:
     return json.loads(text)
 
 
+def _recorded_pipeline(p: dict[str, Any], pipe=None):
+    """The pipeline a kit PNG was drawn with: model, sampler, clip skip, the LCM-LoRA and every
+    LoRA it records (``lcm_lora``, ``adapters``), loaded unless the caller gives ``pipe``; a
+    LoRA that cannot be loaded is named in the error, and any difference from the record
+    (a hash, a scale, a missing or extra adapter) in a warning."""
+    from .lora.adapters import check_recorded_adapters, load_recorded_adapters
+    from .pipelines import ModelNotFoundError
+
+    lcm, adapters = p.get("lcm_lora") or {}, p.get("adapters") or []
+    if pipe is None:
+        try:
+            pipe = load_pipeline(p["model"], scheduler=p["scheduler"], clip_skip=p.get("clip_skip"),
+                                 lcm_lora=None if lcm.get("default", True) else lcm["source"])
+        except ModelNotFoundError as err:
+            if lcm and lcm["source"] in str(err):
+                raise ModelNotFoundError(f"The image was drawn with the LCM-LoRA {lcm['source']!r} "
+                                         f"(sha256 {str(lcm.get('sha256'))[:12]}), which cannot be loaded here: {err}") from err
+            raise
+        load_recorded_adapters(pipe, adapters)
+    check_recorded_adapters(pipe, adapters, lcm)
+    return pipe
+
+
 def reproduce(path: str | Path, pipe=None, progress: bool = False) -> Generation:
     """Generate an image again from the parameters stored in its PNG.
 
@@ -341,11 +383,16 @@ def reproduce(path: str | Path, pipe=None, progress: bool = False) -> Generation
     p = read_parameters(path)
     if p.get("task", "txt2img") != "txt2img":
         raise ValueError(f"reproduce() handles txt2img images; this one is {p['task']} (its input image is not in the file)")
-    pipe = pipe or load_pipeline(p["model"], scheduler=p["scheduler"], clip_skip=p.get("clip_skip"))
+    loaded = pipe is None
+    pipe = _recorded_pipeline(p, pipe)
     size, index = int(p.get("batch_size", 1)), int(p.get("batch_index", 0))
     gens = generate(pipe, [p["prompt"]] * size, seed=[p["seed"]] * size, steps=p["steps"], guidance=p["guidance"],
                     height=p["height"], width=p["width"], negative=p["negative"], batch_size=size,
                     progress=progress)
+    if loaded and p.get("adapters"):
+        from .lora.adapters import unload_lora
+
+        unload_lora(pipe)  # the pipeline was made for this call: its LoRAs leave the shared weights
     again = gens[index]
     with Image.open(path) as saved:
         reference = np.asarray(saved.convert("RGB"), dtype=np.int16)

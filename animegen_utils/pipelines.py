@@ -203,8 +203,7 @@ def _attach_lcm_lora(pipe: DiffusionPipeline, lcm_lora: str | None) -> None:
         try:
             # The file name is given for the public adapter: diffusers cannot guess it offline.
             extra = {"weight_name": "pytorch_lora_weights.safetensors"} if source == SD15_LCM_LORA else {}
-            with _quiet_diffusers():  # an LCM-LoRA has no text-encoder part; diffusers logs that every time
-                load_lora(pipe, source, adapter_name=name, scale=1.0, **extra)
+            load_lora(pipe, source, adapter_name=name, scale=1.0, **extra)
         except OSError as err:  # hub errors (offline, not found) subclass OSError
             raise _missing_model_error(source, err) from err
     pipe.animegen_lcm_lora = source
@@ -223,19 +222,6 @@ def lcm_skip_schedule(source: str) -> int | None:
         return None
     steps = json.loads(meta.read_text()).get("config", {}).get("num_ddim_timesteps")
     return int(steps) if steps else None
-
-
-class _quiet_diffusers:
-    def __enter__(self):
-        from diffusers.utils import logging as dlogging
-
-        self._level = dlogging.get_verbosity()
-        dlogging.set_verbosity_error()
-
-    def __exit__(self, *exc):
-        from diffusers.utils import logging as dlogging
-
-        dlogging.set_verbosity(self._level)
 
 
 def _detach_lcm_lora(pipe: DiffusionPipeline) -> None:

@@ -19,9 +19,11 @@ def tokenizer(tmp_path_factory):
 
 
 def get_dummy_components(tokenizer, seed: int = 0) -> dict:
-    from animegen_utils.toyworld.model import tiny_components
+    from animegen_utils.toyworld.model import TINY_V1_CONFIG, tiny_components
 
-    return tiny_components(seed=seed, tokenizer=tokenizer)
+    # The small version-1 shape (64 px): the expected values the tests recorded from it hold
+    # whatever architecture the shipped built-in model has.
+    return tiny_components(seed=seed, cfg=TINY_V1_CONFIG, tokenizer=tokenizer)
 
 
 @pytest.fixture(scope="session")
@@ -106,3 +108,15 @@ def sd15_pipe(sd15_model_dir):
     from animegen_utils import load_pipeline
 
     return load_pipeline(str(sd15_model_dir))
+
+
+@pytest.fixture(scope="session")
+def sd15_single_file(sd15_model_dir, tmp_path_factory):
+    """``sd15_model_dir`` as one fp16 ``.safetensors`` checkpoint in the original (LDM) layout."""
+    import torch
+
+    from animegen_utils.export import save_single_file
+    from animegen_utils.pipelines import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(sd15_model_dir, dtype=torch.float16, local_files_only=True)
+    return save_single_file(pipe, tmp_path_factory.mktemp("sd15-single") / "anime.safetensors")

@@ -8,7 +8,6 @@ import torch
 from PIL import Image
 
 from animegen_utils import ModelNotFoundError, generate, load_pipeline, set_scheduler, switch_task
-from animegen_utils.export import save_single_file
 from animegen_utils.generation import read_parameters
 from animegen_utils.memory import HEADROOM, estimate_memory
 from animegen_utils.pipelines import SD15, controlnet_from_unet
@@ -31,12 +30,6 @@ def test_a_scheduler_swap_starts_from_the_model_not_the_previous_sampler(sd15_mo
 def test_config_is_refused_for_a_folder_instead_of_ignored(sd15_model_dir):
     with pytest.raises(ValueError, match="single-file"):
         load_pipeline(str(sd15_model_dir), config=str(sd15_model_dir))
-
-
-@pytest.fixture(scope="module")
-def sd15_single_file(sd15_model_dir, tmp_path_factory):
-    pipe = load_pipeline(str(sd15_model_dir), dtype="fp16")
-    return save_single_file(pipe, tmp_path_factory.mktemp("sd15-single") / "anime.safetensors")
 
 
 def test_single_file_offline_without_configs_says_which_configs_it_needs(sd15_single_file):

@@ -21,6 +21,7 @@ HELP: dict[str, str] = {
                 "or an imagefolder with metadata.jsonl",
     "output_dir": "where the LoRA, checkpoints, validation grids and model card go",
     "model": "base model: 'tiny' (built-in), a Hub id, a diffusers folder or a .safetensors checkpoint",
+    "config": "for a .safetensors model: a diffusers folder with its configs (needed offline)",
     "resolution": "training resolution in pixels (default: the model's native size)",
     "rank": "LoRA rank r",
     "alpha": "LoRA alpha (scale = alpha / rank; default: alpha = rank)",

@@ -29,25 +29,29 @@ never switches off such an adapter that diffusers left active.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import weakref
 from pathlib import Path
 from typing import Any
 
+import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 __all__ = ["load_lora", "set_lora_scale", "unload_lora", "active_adapters", "activate_adapters",
-           "kit_adapter_names"]
+           "kit_adapter_names", "adapter_records", "adapter_sha256", "state_dict_sha256", "generation_record",
+           "load_recorded_adapters", "check_recorded_adapters"]
 
 _RECORD = "animegen_adapters"      # on a pipeline: {adapter name: scale}, in load order
 _REGISTRY = "_animegen_lora"       # on a shared UNet: {adapter name: _Entry}
 
 
 class _Entry:
-    """One adapter in a shared UNet: where it came from and which pipelines use it."""
+    """One adapter in a shared UNet: where it came from, its weights' hash, and which pipelines use it."""
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, path_or_id: str = "", weight_name: str | None = None, sha256: str = ""):
         self.source = source
+        self.path_or_id, self.weight_name, self.sha256 = path_or_id, weight_name, sha256
         self.owners: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -122,21 +126,156 @@ def load_lora(pipe, path_or_id: str | Path, adapter_name: str | None = None, sca
             raise ValueError(f"Adapter name {name!r} was loaded with diffusers' load_lora_weights; "
                              "pass another adapter_name.")
         before = _snapshot(pipe)
+        if str(path_or_id).startswith(("/", ".", "~")) and not Path(str(path_or_id)).expanduser().exists():
+            raise FileNotFoundError(f"No LoRA file or folder at {path_or_id}")  # not a Hub id: say so
         if isinstance(path_or_id, Path) or Path(str(path_or_id)).expanduser().exists():
-            path = Path(path_or_id).expanduser()
+            path = Path(path_or_id).expanduser().resolve()  # absolute: reproduce() finds it from anywhere
             if path.is_file():
                 load_kwargs.setdefault("weight_name", path.name)
                 path_or_id = str(path.parent)
             else:
                 path_or_id = str(path)
-        pipe.load_lora_weights(path_or_id, adapter_name=name, **load_kwargs)
+        digest = _load_weights(pipe, path_or_id, name, load_kwargs)
         # diffusers activates what it just loaded; put the previous state back so the
         # new adapter only shows through this pipeline (activate_adapters does that).
         _restore(pipe, before)
-        entry = registry[name] = _Entry(source)
+        entry = registry[name] = _Entry(source, str(path_or_id), load_kwargs.get("weight_name"), digest)
     entry.owners.add(pipe)
     _record(pipe)[name] = float(scale)
     return name
+
+
+def state_dict_sha256(state_dict: dict[str, Any]) -> str:
+    """SHA-256 of a LoRA's tensors (names, dtypes, shapes and values): the same weights give the
+    same hash whichever file, folder or Hub repo they came from."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu().contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)}:".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _load_weights(pipe, path_or_id: str, name: str, load_kwargs: dict[str, Any]) -> str:
+    """Load a LoRA into ``pipe``'s UNet and text encoder as ``name``; returns its weights' hash.
+
+    diffusers' ``load_lora_weights`` does the same in one call, but logs a warning for every
+    LoRA without a text-encoder part, and loads the text-encoder part through transformers'
+    PEFT integration, which needs a newer peft than the index has (see ``text_encoder``).
+    """
+    from .text_encoder import load_text_encoder_lora, split_state_dict
+
+    state, alphas, metadata = pipe.lora_state_dict(path_or_id, return_lora_metadata=True, **load_kwargs)
+    if not all("lora" in key for key in state):
+        raise ValueError(f"{path_or_id} is not a LoRA checkpoint: its tensor names do not all contain 'lora'.")
+    unet_part, text_part = split_state_dict(state)
+    if not unet_part and not text_part:  # an old unprefixed layout: diffusers' own loader sorts it out
+        pipe.load_lora_weights(state, adapter_name=name, network_alphas=alphas)
+        return state_dict_sha256(state)
+    if unet_part:
+        pipe.load_lora_into_unet(unet_part, network_alphas=alphas, unet=pipe.unet, adapter_name=name,
+                                 metadata=metadata, _pipeline=pipe)
+    if text_part:
+        if getattr(pipe, "text_encoder", None) is None:
+            raise ValueError(f"{path_or_id} has text-encoder LoRA weights but the pipeline has no text encoder.")
+        load_text_encoder_lora(pipe.text_encoder, text_part, alphas, metadata, adapter_name=name)
+    return state_dict_sha256(state)
+
+
+def adapter_records(pipe) -> list[dict[str, Any]]:
+    """What ``generate`` records about this pipeline's adapters: name, source (folder, file or Hub
+    id), weight file name, scale and the weights' SHA-256, in load order.
+
+    >>> adapter_records(pipe)
+    [{'name': 'mika', 'source': '/content/outputs/03/lora', 'weight_name': None, 'scale': 0.8, 'sha256': '...'}]
+    """
+    registry = _registry(pipe) if getattr(pipe, "unet", None) is not None else {}
+    lcm = _lcm_adapter(pipe)
+    records = []
+    for name, scale in active_adapters(pipe).items():
+        entry = registry.get(name)
+        if entry is not None and name != lcm:  # the LCM-LoRA goes with the sampler: see generation_record
+            records.append({"name": name, "source": entry.path_or_id, "weight_name": entry.weight_name,
+                            "scale": scale, "sha256": entry.sha256})
+    return records
+
+
+def _lcm_adapter(pipe) -> str | None:
+    from ..pipelines import _lcm_adapter_name
+
+    source = getattr(pipe, "animegen_lcm_lora", None)
+    return _lcm_adapter_name(source) if source is not None else None
+
+
+def generation_record(pipe) -> dict[str, Any]:
+    """What ``generate`` puts in every image's parameters about LoRAs: ``adapters`` (see
+    ``adapter_records``) and ``lcm_lora`` (source and hash), each only when there is one."""
+    record: dict[str, Any] = {}
+    adapters = adapter_records(pipe)
+    if adapters:
+        record["adapters"] = adapters
+    lcm = _lcm_adapter(pipe)
+    if lcm is not None:
+        from ..pipelines import LCM_ADAPTER
+
+        # "default": the model's own (the kit's for "tiny", the public one for SD1.5), found again
+        # by name on another machine, wherever the package is installed there.
+        record["lcm_lora"] = {"source": pipe.animegen_lcm_lora, "sha256": adapter_sha256(pipe, lcm),
+                              "default": lcm == LCM_ADAPTER}
+    return record
+
+
+def load_recorded_adapters(pipe, records: list[dict[str, Any]]) -> None:
+    """Load the adapters an image's parameters record (``params["adapters"]``) into ``pipe``.
+
+    Raises ``ModelNotFoundError`` naming the first one that cannot be loaded
+    (``check_recorded_adapters`` then compares the weights' hashes).
+    """
+    from ..pipelines import ModelNotFoundError
+
+    for rec in records:
+        kwargs = {"weight_name": rec["weight_name"]} if rec.get("weight_name") else {}
+        where = f"{rec['source']}/{rec['weight_name']}" if rec.get("weight_name") else rec["source"]
+        try:
+            load_lora(pipe, rec["source"], adapter_name=rec["name"], scale=rec["scale"], **kwargs)
+        except (OSError, ValueError) as err:
+            raise ModelNotFoundError(
+                f"The image was drawn with LoRA {rec['name']!r} (scale {rec['scale']}, sha256 {rec['sha256'][:12]}) "
+                f"from {where}, which cannot be loaded here: {type(err).__name__}: {err}. Put it back there, or "
+                "load it yourself and pass pipe=.") from err
+
+
+def check_recorded_adapters(pipe, records: list[dict[str, Any]], lcm_lora: dict[str, Any] | None = None) -> None:
+    """Warn where ``pipe``'s adapters (and LCM-LoRA) differ from the ones an image records."""
+    import warnings
+
+    have = {r["name"]: r for r in adapter_records(pipe)}
+    problems = []
+    for rec in records:
+        mine = have.pop(rec["name"], None)
+        if mine is None:
+            problems.append(f"LoRA {rec['name']!r} from {rec['source']} is not loaded")
+        elif mine["sha256"] != rec["sha256"]:
+            problems.append(f"LoRA {rec['name']!r} has other weights (sha256 {mine['sha256'][:12]}, "
+                            f"the image's {rec['sha256'][:12]})")
+        elif mine["scale"] != rec["scale"]:
+            problems.append(f"LoRA {rec['name']!r} is at scale {mine['scale']}, the image's at {rec['scale']}")
+    problems += [f"LoRA {name!r} is loaded but the image was drawn without it" for name in have]
+    if lcm_lora:
+        lcm = _lcm_adapter(pipe)
+        sha = adapter_sha256(pipe, lcm) if lcm is not None else None
+        if sha != lcm_lora.get("sha256"):
+            problems.append(f"the LCM-LoRA differs from the image's {lcm_lora['source']} "
+                            f"(sha256 {str(sha)[:12]}, the image's {str(lcm_lora.get('sha256'))[:12]})")
+    if problems:
+        warnings.warn("The pipeline is not the one the image was drawn with: " + "; ".join(problems) + ".",
+                      stacklevel=3)
+
+
+def adapter_sha256(pipe, name: str) -> str | None:
+    """The weights' hash of adapter ``name`` in ``pipe``'s shared weights (None if the kit did not load it)."""
+    entry = _registry(pipe).get(name)
+    return entry.sha256 if entry is not None else None
 
 
 def set_lora_scale(pipe, name: str, scale: float) -> None:
@@ -166,6 +305,10 @@ def unload_lora(pipe, name: str | None = None) -> None:
             del registry[n]
             if n in _present(_tuner_layers(pipe)):
                 pipe.delete_adapters(n)
+            if getattr(pipe, "text_encoder", None) is not None:
+                from .text_encoder import forget_text_encoder_lora
+
+                forget_text_encoder_lora(pipe.text_encoder, n)
 
 
 def _snapshot(pipe) -> list[tuple[BaseTunerLayer, list[str], bool]]:

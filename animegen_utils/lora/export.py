@@ -23,7 +23,9 @@ from safetensors.torch import save_file
 __all__ = ["to_kohya", "save_kohya"]
 
 _PREFIXES = {"unet.": "lora_unet_", "text_encoder.": "lora_te_"}
+# convert_state_dict_to_diffusers names text-encoder layers lora_linear_layer.down/up, UNet ones lora_A/B.
 _SUFFIXES = {".lora.down.weight": "lora_down.weight", ".lora.up.weight": "lora_up.weight",
+             ".lora_linear_layer.down.weight": "lora_down.weight", ".lora_linear_layer.up.weight": "lora_up.weight",
              ".lora_A.weight": "lora_down.weight", ".lora_B.weight": "lora_up.weight"}
 
 
@@ -46,7 +48,7 @@ def to_kohya(state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | Non
         suffix = next((sfx for sfx in _SUFFIXES if key.endswith(sfx)), None)
         if prefix is None or suffix is None:
             raise ValueError(f"Not a diffusers LoRA key: {key!r} (expected unet.* or text_encoder.* "
-                             "ending in lora.down/lora.up/lora_A/lora_B .weight; no biases or DoRA)")
+                             "ending in lora.down/lora.up/lora_linear_layer.down/up/lora_A/lora_B .weight; no biases or DoRA)")
         module = key[len(prefix):-len(suffix)]
         component = prefix.rstrip(".")
         if component == "text_encoder" and not module.startswith("text_model."):

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .dataset import ImageCaptionDataset, load_image_dataset
+from .text_encoder import add_text_encoder_lora
 
 __all__ = ["LoraTrainingConfig", "TrainingResult", "train_lora", "load_training_components", "DEFAULT_TARGETS",
            "PLAN_TARGETS"]
@@ -64,6 +65,7 @@ class LoraTrainingConfig:
     data_dir: str = ""
     output_dir: str = "outputs/03/lora"
     model: str = "tiny"
+    config: str | None = None                  # for a single-file model: a diffusers folder with its configs
     resolution: int | None = None              # None: the model's native size (64 tiny, 512 SD1.5)
     # LoRA
     rank: int = 4
@@ -124,6 +126,9 @@ class LoraTrainingConfig:
         if not self.target_modules:
             raise ValueError("target_modules is empty; e.g. ('to_k', 'to_v') or "
                              f"{DEFAULT_TARGETS} (diffusers' default).")
+        from ..pipelines import check_config
+
+        check_config(self.model, self.config)
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("push_to_hub needs hub_model_id, e.g. 'your-name/my-character-lora'.")
 
@@ -147,24 +152,29 @@ class TrainingResult:
     text_encoder: Any = field(default=None, repr=False)
 
 
-def load_training_components(model: str, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+def load_training_components(model: str, dtype: torch.dtype = torch.float32,
+                             config: str | None = None) -> dict[str, Any]:
     """Fresh (unshared) tokenizer, text encoder, VAE, UNet and noise scheduler for training.
 
     Not ``load_pipeline``: its cached components are shared with every pipeline of that
-    model, and training adds LoRA layers to the UNet.
+    model, and training adds LoRA layers to the UNet. ``config`` is as in ``load_pipeline``:
+    for a single ``.safetensors`` file, the diffusers folder with its architecture's configs.
     """
     from diffusers import DDPMScheduler, StableDiffusionPipeline
 
-    from ..pipelines import SINGLE_FILE_SUFFIXES, TINY, TINY_MODEL_DIR, _missing_model_error
+    from ..pipelines import (SD15, TINY, TINY_MODEL_DIR, ModelNotFoundError, _load_single_file, _missing_model_error,
+                             is_single_file)
 
     kwargs: dict[str, Any] = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
     try:
         if model == TINY:
             pipe = StableDiffusionPipeline.from_pretrained(TINY_MODEL_DIR, local_files_only=True, **kwargs)
-        elif Path(model).suffix in SINGLE_FILE_SUFFIXES:
-            pipe = StableDiffusionPipeline.from_single_file(model, **kwargs)
+        elif is_single_file(model):
+            pipe = _load_single_file(StableDiffusionPipeline, Path(model).expanduser(), config, SD15, kwargs)
         else:
             pipe = StableDiffusionPipeline.from_pretrained(model, **kwargs)
+    except ModelNotFoundError:
+        raise
     except (OSError, ValueError) as err:
         raise _missing_model_error(model, err) from err
     pipe.set_progress_bar_config(disable=True)
@@ -281,7 +291,7 @@ def _validation_pipeline(components, unet, text_encoder):
     return pipe
 
 
-def _run_validation(cfg, components, unet, text_encoder, step: int, output_dir: Path) -> Path:
+def _run_validation(cfg, components, unet, text_encoder, step: int, output_dir: Path, resolution: int) -> Path:
     from PIL import Image
 
     from ..generation import generate
@@ -293,7 +303,7 @@ def _run_validation(cfg, components, unet, text_encoder, step: int, output_dir: 
     images = []
     for prompt in cfg.validation_prompts:
         gens = generate(pipe, prompt, seed=list(cfg.validation_seeds), steps=cfg.validation_inference_steps,
-                        guidance=cfg.validation_guidance, progress=False)
+                        guidance=cfg.validation_guidance, height=resolution, width=resolution, progress=False)
         images.extend(g.image for g in gens)
     unet.train()
     if text_encoder is not None:
@@ -334,7 +344,7 @@ def train_lora(config: LoraTrainingConfig, dataset: ImageCaptionDataset | None =
     output_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.seed)  # LoRA initialisation
-    components = load_training_components(cfg.model)
+    components = load_training_components(cfg.model, config=cfg.config)
     tokenizer, text_encoder, vae, unet = (components[k] for k in ("tokenizer", "text_encoder", "vae", "unet"))
     noise_scheduler = components["noise_scheduler"]
     prediction_type = cfg.prediction_type or noise_scheduler.config.prediction_type
@@ -351,9 +361,10 @@ def train_lora(config: LoraTrainingConfig, dataset: ImageCaptionDataset | None =
     alpha = cfg.alpha if cfg.alpha is not None else cfg.rank
     unet.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=alpha, lora_dropout=cfg.dropout,
                                 init_lora_weights="gaussian", target_modules=list(cfg.target_modules)))
-    if cfg.train_text_encoder:
-        text_encoder.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=alpha, lora_dropout=cfg.dropout,
-                                            init_lora_weights="gaussian", target_modules=list(TEXT_ENCODER_TARGETS)))
+    if cfg.train_text_encoder:  # peft directly: transformers' add_adapter wants a peft newer than released
+        add_text_encoder_lora(text_encoder, LoraConfig(r=cfg.rank, lora_alpha=alpha, lora_dropout=cfg.dropout,
+                                                       init_lora_weights="gaussian",
+                                                       target_modules=list(TEXT_ENCODER_TARGETS)))
     trained = [unet] + ([text_encoder] if cfg.train_text_encoder else [])
     cast_training_params(trained, dtype=torch.float32)  # LoRA in fp32 even when the base is fp16
     if cfg.gradient_checkpointing:
@@ -481,7 +492,8 @@ def train_lora(config: LoraTrainingConfig, dataset: ImageCaptionDataset | None =
                 val_started = time.perf_counter()
                 result.validation_grids[done] = _run_validation(
                     cfg, components, accelerator.unwrap_model(unet),
-                    accelerator.unwrap_model(text_encoder) if cfg.train_text_encoder else None, done, output_dir)
+                    accelerator.unwrap_model(text_encoder) if cfg.train_text_encoder else None, done, output_dir,
+                    resolution)
                 result.validation_seconds += time.perf_counter() - val_started
             accelerator.wait_for_everyone()
     bar.close()
