@@ -236,13 +236,16 @@ def ab_test(
     steps: int = 20,
     guidance: float = 7.5,
     progress: bool = False,
+    height: int | None = None,
+    width: int | None = None,
 ) -> ABResult:
     """Draw every (emotion, style) with every seed from prompt A (manual) and B (optimized) and score both.
 
     ``optimizer`` is a ``llm.PromptOptimizer`` (or anything with its ``optimize``);
     B's images use variant 0, and ``variants`` variants per cell measure B's prompt
     diversity. ``scorer`` defaults to ``evaluate.ProbeScorer()`` (the built-in
-    model's attribute probe). See the module docstring for the metrics.
+    model's attribute probe). ``height``/``width`` default to the model's native size
+    (512 for SD1.5, 64 for the built-in model). See the module docstring for the metrics.
     """
     emotions = [check_choice("emotion", e, EMOTIONS) for e in emotions]
     styles = [check_choice("style", s, STYLES) for s in styles]
@@ -266,8 +269,9 @@ def ab_test(
     prompts_a = [manual[(e, s)] for e, s, _ in keys]
     prompts_b = [optimized[(e, s)][0] for e, s, _ in keys]
     seed_list = [seed for _, _, seed in keys]
-    images_a = generate(pipe, prompts_a, seed=seed_list, steps=steps, guidance=guidance, progress=progress)
-    images_b = generate(pipe, prompts_b, seed=seed_list, steps=steps, guidance=guidance, progress=progress)
+    size = dict(height=height, width=width)
+    images_a = generate(pipe, prompts_a, seed=seed_list, steps=steps, guidance=guidance, progress=progress, **size)
+    images_b = generate(pipe, prompts_b, seed=seed_list, steps=steps, guidance=guidance, progress=progress, **size)
 
     requested = [{"emotion": e, "style": s} for e, s, _ in keys]
     if character is not None:
@@ -411,6 +415,8 @@ def description_ab_test(
     steps: int = 20,
     guidance: float = 7.5,
     progress: bool = False,
+    height: int | None = None,
+    width: int | None = None,
 ) -> DescriptionABResult:
     """Draw every description with every seed from ``naive_prompt`` (A) and ``optimize_description`` (B).
 
@@ -419,7 +425,7 @@ def description_ab_test(
     understood), so B's parsing mistakes count against it. Per arm: ``adherence`` is the
     fraction of (image, requested attribute) checks the scorer reads back as requested;
     one column per attribute; ``over_budget`` counts prompts longer than the text
-    encoder's window (the encoder silently ignores the rest).
+    encoder's window (the encoder silently ignores the rest). ``height``/``width``: as in ``ab_test``.
     """
     from .prompts import check_token_budget, naive_prompt
 
@@ -454,8 +460,11 @@ def description_ab_test(
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Prompt is .* tokens")
-            images_a = generate(pipe, prompts_a, seed=seed_list, steps=steps, guidance=guidance, progress=progress)
-            images_b = generate(pipe, prompts_b, seed=seed_list, steps=steps, guidance=guidance, progress=progress)
+            size = dict(height=height, width=width)
+            images_a = generate(pipe, prompts_a, seed=seed_list, steps=steps, guidance=guidance, progress=progress,
+                                **size)
+            images_b = generate(pipe, prompts_b, seed=seed_list, steps=steps, guidance=guidance, progress=progress,
+                                **size)
     finally:
         transformers_logging.set_verbosity(verbosity[0])
         diffusers_logging.set_verbosity(verbosity[1])

@@ -22,9 +22,11 @@ class GeneratorUI(widgets.VBox):
     instead of raised, so a notebook session never dies from a click.
     """
 
-    def __init__(self, pipe, character: CharacterSheet | None = None, image_width: int = 256) -> None:
+    def __init__(self, pipe, character: CharacterSheet | None = None, image_width: int = 256,
+                 height: int | None = None, width: int | None = None) -> None:
         self.pipe = pipe
         self.character = character
+        self.height, self.width = height, width  # None: the model's native size (512 for SD1.5)
         self.emotion = widgets.Dropdown(options=list(EMOTIONS), value="happy", description="Emotion")
         self.style = widgets.Dropdown(options=list(STYLES), value="casual", description="Style")
         self.seed = widgets.IntText(value=0, description="Seed")
@@ -47,7 +49,8 @@ class GeneratorUI(widgets.VBox):
         try:
             prompt = build_prompt(self.emotion.value, self.style.value, character=self.character)
             [self.last] = generate(self.pipe, prompt, seed=self.seed.value, steps=self.steps.value,
-                                   guidance=self.guidance.value, progress=False)
+                                   guidance=self.guidance.value, height=self.height, width=self.width,
+                                   progress=False)
             buf = io.BytesIO()
             # Upscale small images with nearest neighbour so they stay crisp in the page.
             img = self.last.image
@@ -66,6 +69,8 @@ class GeneratorUI(widgets.VBox):
         self.button.click()
 
 
-def generator_ui(pipe, character: CharacterSheet | None = None) -> GeneratorUI:
-    """Build the generator UI for ``pipe``."""
-    return GeneratorUI(pipe, character=character)
+def generator_ui(pipe, character: CharacterSheet | None = None, height: int | None = None,
+                 width: int | None = None) -> GeneratorUI:
+    """Build the generator UI for ``pipe``, drawing at ``height`` x ``width`` (default: the model's
+    native size; e.g. 256 on a CPU with an SD1.5 model)."""
+    return GeneratorUI(pipe, character=character, height=height, width=width)

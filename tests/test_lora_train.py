@@ -190,3 +190,18 @@ def test_two_process_data_parallel_run_on_cpu(data_dir, dummy_model_dir, tmp_pat
     base = image(pipe)
     load_lora(pipe, out)
     assert not np.array_equal(image(pipe), base)
+
+
+def test_text_encoder_lora_trains_loads_and_exports(data_dir, dummy_model_dir, tmp_path):
+    # transformers' own add_adapter/load_adapter refuse peft < their MIN_PEFT_VERSION; the kit injects with peft.
+    result = train_lora(config(data_dir, dummy_model_dir, tmp_path / "te", train_text_encoder=True))
+    kohya = load_file(str(result.kohya_file))
+    assert any(k.startswith("lora_te_text_model_encoder_layers_") and k.endswith(".lora_down.weight") for k in kohya)
+    trained = {k.replace(".default.", "."): v for k, v in result.text_encoder.state_dict().items() if ".lora_" in k}
+    for source, name in ((tmp_path / "te", "te"), (result.kohya_file, "te_kohya")):
+        pipe = load_pipeline(str(dummy_model_dir))
+        load_lora(pipe, source, adapter_name=name)
+        loaded = {k.replace(f".{name}.", "."): v for k, v in pipe.text_encoder.state_dict().items() if ".lora_" in k}
+        assert loaded.keys() == trained.keys()
+        assert all(torch.allclose(loaded[k], trained[k], atol=1e-6) for k in trained)
+        clear_pipeline_cache()

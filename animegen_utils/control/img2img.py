@@ -49,6 +49,11 @@ def _img2img(pipe):
     return cached
 
 
+def native_resolution(pipe) -> int:
+    """The model's native square size in pixels (512 for SD1.5, 64 for the built-in model)."""
+    return pipe.unet.config.sample_size * pipe.vae_scale_factor
+
+
 def emotion_prompt(emotion: str, style: str | None = None, character: CharacterSheet | None = None) -> Prompt:
     """``build_prompt`` for the target emotion; with ``style=None`` the outfit tags are left out
     so the source's outfit is kept rather than repainted."""
@@ -71,11 +76,13 @@ def transfer_emotion(
     steps: int = 20,
     guidance: float = 7.5,
     progress: bool = False,
+    resolution: int | None = None,
 ) -> Generation:
     """``image`` redrawn with ``emotion`` through img2img, on ``pipe``'s weights.
 
     ``image`` is a path or a PIL image (RGBA/palette/grey are converted; it is scaled
-    and centre-cropped to the model's square resolution, see ``prepare_image``).
+    and centre-cropped to a ``resolution`` square, default the model's native size:
+    512 for SD1.5, 64 for the built-in model; see ``prepare_image``).
     ``character`` adds identity tags (hair, eyes...) to the prompt, which helps keep
     them at high strength. Strength 0 returns the prepared source unchanged (nothing is
     denoised). The PNG parameters record the strength and the source's ``image_sha256``.
@@ -88,7 +95,7 @@ def transfer_emotion(
         raise ValueError(f"strength {strength} with {steps} steps runs no denoising step "
                          f"(strength x steps < 1); raise steps or strength")
     img2img = _img2img(pipe)
-    resolution = img2img.unet.config.sample_size * img2img.vae_scale_factor
+    resolution = resolution or native_resolution(img2img)
     source = prepare_image(image, resolution)
     prompt = emotion_prompt(emotion, style, character)
     if strength == 0:
@@ -111,7 +118,8 @@ def strength_sweep(
     seed: int = 0,
     **kwargs,
 ) -> list[Generation]:
-    """``transfer_emotion`` at each strength, same seed: the row of the strength figure.
+    """``transfer_emotion`` at each strength, same seed: the row of the strength figure
+    (``kwargs`` such as ``resolution=`` and ``steps=`` go to ``transfer_emotion``).
 
     >>> row = strength_sweep(pipe, source, "sad", strengths=(0.0, 0.5, 1.0))
     >>> show_grid([g.image for g in row], titles=[f"{g.params['strength']}" for g in row])
@@ -132,6 +140,7 @@ def transfer_batch(
     style: str | None = None,
     characters: Sequence[CharacterSheet | None] | None = None,
     progress: bool = False,
+    resolution: int | None = None,
 ) -> list[Generation]:
     """``transfer_emotion`` for many (image, emotion) pairs in one batched call (seeds ``seed, seed+1, ...``).
 
@@ -142,7 +151,7 @@ def transfer_batch(
         raise ValueError(f"Got {len(images)} images but {len(emotions)} emotions")
     characters = list(characters) if characters is not None else [None] * len(images)
     if strength == 0 or len(images) == 0:
-        return [transfer_emotion(pipe, im, e, style, c, strength, seed + i, steps, guidance)
+        return [transfer_emotion(pipe, im, e, style, c, strength, seed + i, steps, guidance, resolution=resolution)
                 for i, (im, e, c) in enumerate(zip(images, emotions, characters))]
     for e in emotions:
         if e not in EMOTIONS:
@@ -152,7 +161,7 @@ def transfer_batch(
     if strength * steps < 1:
         raise ValueError(f"strength {strength} with {steps} steps runs no denoising step (strength x steps < 1)")
     img2img = _img2img(pipe)
-    resolution = img2img.unet.config.sample_size * img2img.vae_scale_factor
+    resolution = resolution or native_resolution(img2img)
     sources = [prepare_image(im, resolution) for im in images]
     prompts = [emotion_prompt(e, style, c) for e, c in zip(emotions, characters)]
     gens = generate(img2img, prompts, seed=seed, steps=steps, guidance=guidance, image=sources,

@@ -42,8 +42,13 @@ def prompt_for(request: dict[str, str]):
 
 def evaluate_model(pipe, n: int = 200, seed: int = 0, steps: int = 20, guidance: float = 7.5,
                    diversity_prompts: int = 5, diversity_seeds: int = 4, scorer: AdherenceScorer | None = None,
-                   batch_size: int = 16, progress: bool = False) -> dict[str, Any]:
+                   batch_size: int = 16, progress: bool = False, height: int | None = None,
+                   width: int | None = None) -> dict[str, Any]:
     """Probe accuracy per attribute on ``n`` random requests, and same-prompt diversity.
+
+    ``height``/``width`` default to the model's native size (512 for SD1.5). ``scorer``
+    defaults to the built-in model's attribute probe (``ProbeScorer``), which reads the
+    toy world's drawings only: for other models pass ``ClipScorer()``.
 
     Diversity uses prompts that leave identity open (emotion and style only), each
     drawn with several seeds: the mean pairwise pixel distance among them.
@@ -52,7 +57,8 @@ def evaluate_model(pipe, n: int = 200, seed: int = 0, steps: int = 20, guidance:
     requests = random_requests(n, seed)
     started = time.perf_counter()
     gens = generate(pipe, [prompt_for(r) for r in requests], seed=EVAL_SEED_BASE + seed * n,
-                    steps=steps, guidance=guidance, batch_size=batch_size, progress=progress)
+                    steps=steps, guidance=guidance, batch_size=batch_size, progress=progress,
+                    height=height, width=width)
     seconds = time.perf_counter() - started
     acc = scorer.accuracy([g.image for g in gens], requests)
 
@@ -61,13 +67,15 @@ def evaluate_model(pipe, n: int = 200, seed: int = 0, steps: int = 20, guidance:
     for k in range(diversity_prompts):
         prompt = build_prompt(rng.choice(ATTRIBUTES["emotion"]), rng.choice(ATTRIBUTES["style"]))
         same = generate(pipe, prompt, seed=[EVAL_SEED_BASE // 2 + 100 * k + j for j in range(diversity_seeds)],
-                        steps=steps, guidance=guidance, batch_size=batch_size, progress=progress)
+                        steps=steps, guidance=guidance, batch_size=batch_size, progress=progress,
+                        height=height, width=width)
         distances.append(pairwise_pixel_distance([g.image for g in same]))
 
     info = pipeline_info(pipe)
     report: dict[str, Any] = {REPORT_KEYS.get(k, f"{k}_accuracy"): v for k, v in acc.items()}
     report.update(diversity=sum(distances) / len(distances), n=n, seed=seed, steps=steps, guidance=guidance,
                   scheduler=info.scheduler, model=info.model, scorer=scorer.name,
+                  width=gens[0].params["width"], height=gens[0].params["height"],
                   seconds_per_image=seconds / n)
     return report
 

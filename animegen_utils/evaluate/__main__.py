@@ -1,4 +1,12 @@
-"""python -m animegen_utils.evaluate --model tiny --n 200 --output eval.json"""
+"""Score a model from the shell.
+
+    python -m animegen_utils.evaluate --model tiny --n 200 --output eval.json
+    python -m animegen_utils.evaluate --model /content/anything-v5.safetensors --config /content/sd15 \
+        --scorer clip --clip-model /content/clip-vit-base-patch32 --height 512 --width 512
+
+``--scorer auto`` (the default) reads the built-in model's images with its attribute probe
+and any other model's with CLIP: the probe knows the toy world's drawings only.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,9 @@ import json
 from pathlib import Path
 
 from . import REPORT_KEYS, evaluate_model
+from .metrics import DEFAULT_CLIP, ClipScorer, ProbeScorer
+
+SCORERS = ("auto", "probe", "clip")
 
 
 def format_table(report: dict) -> str:
@@ -19,22 +30,35 @@ def format_table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from ..pipelines import load_pipeline
+    from ..pipelines import SCHEDULERS, TINY, load_pipeline
 
-    parser = argparse.ArgumentParser(description="Probe accuracy and diversity of a model's images.")
+    parser = argparse.ArgumentParser(description="Adherence (per attribute) and diversity of a model's images.")
     parser.add_argument("--model", default="tiny")
+    parser.add_argument("--config", default=None, help="for a .safetensors model: a diffusers folder with its configs")
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=7.5)
-    parser.add_argument("--scheduler", default="dpm++")
+    parser.add_argument("--scheduler", default="dpm++", choices=list(SCHEDULERS))
+    parser.add_argument("--height", type=int, default=None, help="default: the model's native size")
+    parser.add_argument("--width", type=int, default=None, help="default: the model's native size")
+    parser.add_argument("--scorer", default="auto", choices=SCORERS,
+                        help="probe (the built-in model's attribute probe), clip, or auto: probe for 'tiny', clip otherwise")
+    parser.add_argument("--clip-model", default=DEFAULT_CLIP, help="CLIP for --scorer clip: a Hub id or a local folder")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--diversity-prompts", type=int, default=5)
+    parser.add_argument("--diversity-seeds", type=int, default=4)
     parser.add_argument("--output", type=Path, default=None, help="write the report as JSON here")
     args = parser.parse_args(argv)
-    pipe = load_pipeline(args.model, scheduler=args.scheduler)
+    kind = args.scorer if args.scorer != "auto" else ("probe" if args.model == TINY else "clip")
+    scorer = ProbeScorer() if kind == "probe" else ClipScorer(args.clip_model)
+    pipe = load_pipeline(args.model, scheduler=args.scheduler, config=args.config)
     report = evaluate_model(pipe, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
+                            scorer=scorer, batch_size=args.batch_size, diversity_prompts=args.diversity_prompts,
+                            diversity_seeds=args.diversity_seeds, height=args.height, width=args.width,
                             progress=True)
     print(f"model={report['model']} scheduler={report['scheduler']} steps={args.steps} "
-          f"guidance={args.guidance} n={args.n}")
+          f"guidance={args.guidance} n={args.n} size={report['width']}x{report['height']} scorer={report['scorer']}")
     print(format_table(report))
     if args.output:
         args.output.write_text(json.dumps(report, indent=2))

@@ -52,18 +52,28 @@ class ProbeScorer:
         return result
 
 
+DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+
+
 class ClipScorer:
     """CLIP-score style adherence for real models: which of the candidate values
-    does CLIP find closest to the image? Needs CLIP weights (e.g.
-    ``openai/clip-vit-base-patch32``), so it cannot run offline without a cache."""
+    does CLIP find closest to the image? Needs CLIP weights (``model_id``, a Hub id or a
+    local folder with the model and its processor), so offline they must be cached or local."""
 
     name = "clip"
 
-    def __init__(self, model_id: str = "openai/clip-vit-base-patch32", device: str = "cpu") -> None:
+    def __init__(self, model_id: str = DEFAULT_CLIP, device: str = "cpu") -> None:
+        from pathlib import Path
+
         from transformers import CLIPModel, CLIPProcessor
 
-        self.model = CLIPModel.from_pretrained(model_id).to(device).eval()
-        self.processor = CLIPProcessor.from_pretrained(model_id)
+        local = Path(model_id).expanduser().is_dir()
+        try:
+            self.model = CLIPModel.from_pretrained(model_id, local_files_only=local).to(device).eval()
+            self.processor = CLIPProcessor.from_pretrained(model_id, local_files_only=local)
+        except OSError as err:  # offline and not cached, or a typo
+            raise OSError(f"Could not load CLIP {model_id!r} for scoring ({type(err).__name__}). Download it once "
+                          f"with `hf download {model_id}`, or pass a local CLIP folder (--clip-model).") from err
         self.device = device
 
     def accuracy(self, images: Sequence[Image.Image], requested: Sequence[dict[str, str]],
