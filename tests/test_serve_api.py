@@ -42,7 +42,7 @@ def make_app(tmp_path, pipe, **settings):
 
 @pytest.fixture()
 def client(tmp_path, pipe):
-    with TestClient(make_app(tmp_path, pipe)) as c:
+    with TestClient(make_app(tmp_path, pipe), base_url="http://localhost") as c:
         yield c
 
 
@@ -171,7 +171,7 @@ def test_images_serves_only_stored_ids(client, tmp_path):
 def test_unexpected_errors_answer_500_without_internals(tmp_path, pipe):
     (tmp_path / "images").write_text("a file where the image folder should be")
     app = make_app(tmp_path, pipe)
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, raise_server_exceptions=False, base_url="http://localhost") as c:
         r = c.post("/api/generate", json={"emotion": "happy", "style": "casual", "steps": STEPS})
     assert r.status_code == 500
     assert "Internal error" in r.json()["detail"]
@@ -180,7 +180,7 @@ def test_unexpected_errors_answer_500_without_internals(tmp_path, pipe):
 
 def test_per_request_timeout_stores_nothing(tmp_path, pipe):
     app = make_app(tmp_path, pipe, timeout_s=0.05)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         r = c.post("/api/generate", json={"emotion": "happy", "style": "casual", "steps": 50})
         assert r.status_code == 504 and "longer than" in r.json()["detail"]
         app.state.queue.shutdown()  # waits for the stopped worker
@@ -189,7 +189,7 @@ def test_per_request_timeout_stores_nothing(tmp_path, pipe):
 
 def test_full_queue_answers_503_with_retry_after(tmp_path, pipe):
     app = make_app(tmp_path, pipe, queue_size=1)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         release = threading.Event()
         busy = app.state.queue.try_submit(release.wait, 60)  # the one slot is taken
         try:
@@ -203,7 +203,7 @@ def test_full_queue_answers_503_with_retry_after(tmp_path, pipe):
 
 
 def test_api_key_required_when_set(tmp_path, pipe):
-    with TestClient(make_app(tmp_path, pipe, api_key=KEY)) as c:
+    with TestClient(make_app(tmp_path, pipe, api_key=KEY), base_url="http://localhost") as c:
         body = {"emotion": "happy", "style": "casual", "steps": STEPS, "seed": 3}
         assert c.post("/api/generate", json=body).status_code == 401
         assert c.post("/api/generate", json=body, headers={"X-API-Key": KEY + "x"}).status_code == 401

@@ -166,7 +166,7 @@ def test_service_on_s3(bucket, s3_server, tmp_path):
 
     settings = ServeSettings(storage=StorageSettings(s3_bucket=bucket, s3_endpoint_url=s3_server,
                                                      s3_region="us-east-1"))
-    with TestClient(create_app(settings, pipe=load_model("tiny"))) as c:
+    with TestClient(create_app(settings, pipe=load_model("tiny")), base_url="http://localhost") as c:
         assert c.get("/healthz").json()["storage"] == "s3"
         body = c.post("/api/generate", json={"emotion": "happy", "style": "casual", "seed": 9, "steps": 2}).json()
         assert body["image_url"].startswith(f"{s3_server}/{bucket}/output/{body['id']}.png?")

@@ -12,7 +12,8 @@ import os
 import sys
 from typing import Callable
 
-from .settings import API_KEY_ENV, DATABASE_URL_ENV, ServeSettings
+from .settings import (ALLOWED_HOSTS_ENV, API_KEY_ENV, API_KEY_FILE_ENV, DATABASE_URL_ENV, ServeSettings,
+                       parse_hosts, read_api_key_file)
 from .storage import StorageSettings
 
 
@@ -34,22 +35,61 @@ def add_storage_args(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     storage = StorageSettings(root=args.storage_dir, s3_bucket=args.s3_bucket, s3_prefix=args.s3_prefix,
                               s3_endpoint_url=args.s3_endpoint_url, s3_region=args.s3_region)
-    extra = {k: getattr(args, k) for k in ("model", "host", "port", "insecure", "queue_size", "timeout_s", "device")
-             if hasattr(args, k)}
-    return ServeSettings(storage=storage, database_url=args.database_url,
-                         api_key=getattr(args, "api_key", None) or os.environ.get(API_KEY_ENV) or None, **extra)
+    names = ("model", "host", "port", "insecure", "queue_size", "timeout_s", "device", "max_connections",
+             "header_timeout_s", "body_timeout_s", "keep_alive_s", "config", "scheduler", "clip_skip",
+             "safety_checker", "max_size")
+    extra = {k: getattr(args, k) for k in names if hasattr(args, k)}
+    if getattr(args, "allowed_hosts", None) is not None:
+        extra["allowed_hosts"] = parse_hosts(args.allowed_hosts)
+    key_file = getattr(args, "api_key_file", None)
+    api_key = read_api_key_file(key_file) if key_file else os.environ.get(API_KEY_ENV) or None
+    return ServeSettings(storage=storage, database_url=args.database_url, api_key=api_key, **extra)
+
+
+class _NoKeyOnArgv(argparse.Action):
+    """``--api-key KEY`` would show the key to every user of ``ps``: refuse it, naming the alternatives."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"--api-key is not accepted (argv is visible in `ps`): put the key in a file and pass "
+                     f"--api-key-file PATH (or set {API_KEY_FILE_ENV}), or set {API_KEY_ENV}.")
 
 
 def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="tiny", help="'tiny' (built-in), a Hub id, a folder or a .safetensors file")
+    parser.add_argument("--config", default=None,
+                        help="for a single .safetensors/.ckpt file: a diffusers folder or Hub id with SD1.5's "
+                             "configs (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5, in the cache offline)")
+    parser.add_argument("--scheduler", default="dpm++", help="dpm++ (default), dpm++_karras, euler_a, euler, ddim, "
+                                                             "pndm, unipc, lcm")
+    parser.add_argument("--clip-skip", type=int, default=None,
+                        help="CLIP layers to skip (diffusers' count: 1 = A1111's 'Clip skip: 2')")
+    parser.add_argument("--no-safety-checker", dest="safety_checker", action="store_false",
+                        help="load SD1.5 without its NSFW filter (you take responsibility for the outputs)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
-    parser.add_argument("--api-key", default=None, help=f"required on /api/* (or set {API_KEY_ENV})")
+    parser.add_argument("--api-key-file", default=os.environ.get(API_KEY_FILE_ENV),
+                        help=f"a file holding the key required on /api/* (env {API_KEY_FILE_ENV}; or set {API_KEY_ENV})")
+    parser.add_argument("--api-key", nargs="?", action=_NoKeyOnArgv, help=argparse.SUPPRESS)
     parser.add_argument("--insecure", action="store_true",
                         help="allow serving beyond loopback without an API key")
+    parser.add_argument("--allowed-hosts", default=os.environ.get(ALLOWED_HOSTS_ENV),
+                        help=f"comma-separated Host names answered, '*' for any (env {ALLOWED_HOSTS_ENV}; "
+                             "default: localhost, 127.0.0.1, [::1] and the bind address)")
     parser.add_argument("--queue-size", type=int, default=8, help="requests admitted at once; more get 503")
-    parser.add_argument("--timeout", dest="timeout_s", type=float, default=120.0, help="seconds per request")
+    parser.add_argument("--max-size", type=int, default=None,
+                        help="largest image side served, a multiple of 64 up to 768 (default 768)")
+    parser.add_argument("--timeout", dest="timeout_s", type=float, default=120.0,
+                        help="seconds per request, admission to answer; the work stops there too")
+    limits = parser.add_argument_group("connections (slow and idle clients)")
+    limits.add_argument("--max-connections", type=int, default=None,
+                        help="open sockets at most (default: half the file limit, at most 512)")
+    limits.add_argument("--header-timeout", dest="header_timeout_s", type=float, default=10.0,
+                        help="seconds a client has to send a request's headers")
+    limits.add_argument("--body-timeout", dest="body_timeout_s", type=float, default=10.0,
+                        help="seconds a client has to send a request's body")
+    limits.add_argument("--keep-alive", dest="keep_alive_s", type=float, default=5.0,
+                        help="seconds an idle kept-alive connection stays open")
     parser.add_argument("--log-level", default="info")
     add_storage_args(parser)
 
@@ -57,10 +97,15 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from animegen_utils.pipelines import SCHEDULERS
+
     from .app import create_app
+    from .connections import uvicorn_config
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     try:
+        if args.scheduler not in SCHEDULERS:
+            raise ValueError(f"Unknown scheduler {args.scheduler!r}. Valid choices: {', '.join(SCHEDULERS)}.")
         settings = settings_from_args(args)
         settings.check_access()
     except ValueError as err:
@@ -68,14 +113,21 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     print(f"animegen: loading {settings.model!r}, then serving on http://{settings.host}:{settings.port}/",
           flush=True)
+    from animegen_utils.pipelines import ModelNotFoundError
+
+    from .core import load_model
     from .records import SchemaError
 
     try:
-        app = create_app(settings)
-    except SchemaError as err:  # an old or unknown database: say how to upgrade, don't serve
+        # The model before the server starts, so a model that can't load (a single file without
+        # --config offline, a bad --clip-skip) is one line and exit status 2, not a traceback.
+        pipe = load_model(settings.model, settings.device, settings.scheduler, config=settings.config,
+                          clip_skip=settings.clip_skip, safety_checker=settings.safety_checker)
+        app = create_app(settings, pipe=pipe)
+    except (SchemaError, ModelNotFoundError, ValueError) as err:  # say what to do; don't serve
         print(f"animegen serve: {err}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    uvicorn.Server(uvicorn_config(app, settings, log_level=args.log_level)).run()
     return 0
 
 
@@ -109,7 +161,8 @@ def _db(args: argparse.Namespace) -> int:
 
 def _check_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fix", action="store_true",
-                        help="delete records whose image is gone and images without a record (default: only list)")
+                        help="delete records whose image is gone, images without a record and temp files "
+                             "older than a minute (default: only list)")
     add_storage_args(parser)
 
 

@@ -89,9 +89,17 @@ class ThreadedServer:
     def __init__(self, app, port: int | None = None, startup_timeout: float = 180.0) -> None:
         import uvicorn
 
+        from .connections import uvicorn_config
+
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        # The service's own connection guard when the app carries its settings (create_app's do).
+        settings = getattr(getattr(app, "state", None), "settings", None)
+        if settings is not None:
+            config = uvicorn_config(app, settings, host="127.0.0.1", port=self.port, log_level="warning",
+                                    lifespan="on")
+        else:
+            config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.startup_timeout = startup_timeout
         self._thread = None

@@ -27,14 +27,14 @@ import threading
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from PIL import PngImagePlugin
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from animegen_utils.generation import PARAMS_KEY, Generation, a1111_parameters, generate
 from animegen_utils.pipelines import load_pipeline, pipeline_info
-from animegen_utils.prompts import EMOTIONS, STYLES, CharacterSheet, build_prompt, check_choice
+from animegen_utils.prompts import EMOTIONS, STYLES, CharacterSheet, build_prompt
 
 from .storage import Storage
 
@@ -48,16 +48,34 @@ MAX_TAG_CHARS = 40
 MAX_ACCESSORIES = 4
 MAX_PROMPT_CHARS = 600  # the assembled positive prompt; CLIP reads 77 tokens anyway
 
-IMAGE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+IMAGE_ID_RE = re.compile(r"[0-9a-f]{32}")  # always with fullmatch: "$" would let a final newline through
+MAX_MESSAGE_CHARS = 300  # one error message; the input is never echoed beyond a short prefix
+CHOICES = {"emotion": EMOTIONS, "style": STYLES}
 
-Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TAG_CHARS,
-                                       pattern=r"^[A-Za-z0-9 '\-]+$")]
+# Words of letters, digits, ' and -, single spaces between: no commas (a tag can't smuggle in
+# another), and no surrounding spaces, which the schema could not say were stripped.
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG_CHARS,
+                                       pattern=r"^[A-Za-z0-9'\-]+( [A-Za-z0-9'\-]+)*$")]
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema's "integer" includes 3.0, so the OpenAPI document admits it; strict mode alone
+    # would refuse it. Only an integral float becomes an int: 1.5, "5" and true stay refused.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def integer(**constraints: Any) -> Any:
+    """An int field type with ``Field`` constraints (``ge=...``) that also takes integral floats.
+    The constraints come first: placed after the validator, pydantic leaves them out of the schema."""
+    return Annotated[int, Field(**constraints), BeforeValidator(_integral)]
 
 
 class CharacterIn(BaseModel):
     """A character sheet in a request: one tag per field, no commas."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     hair_color: Tag
     eye_color: Tag
@@ -71,31 +89,57 @@ class CharacterIn(BaseModel):
 class GenerateRequest(BaseModel):
     """The body of ``POST /api/generate`` (and of a Lambda event).
 
+    Strict: no type is converted (``"5"`` is not a step count, ``true`` is not a seed), so what
+    passes is what the OpenAPI document says.
+
     >>> GenerateRequest(emotion="happy", style="casual", seed=42, steps=20)
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    emotion: str = Field(description=f"one of {', '.join(EMOTIONS)}")
-    style: str = Field(description=f"one of {', '.join(STYLES)}")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="picked at random and returned when absent")
-    steps: int = Field(20, ge=1, le=MAX_STEPS)
+    emotion: Literal[EMOTIONS] = Field(description=f"one of {', '.join(EMOTIONS)}")  # type: ignore[valid-type]
+    style: Literal[STYLES] = Field(description=f"one of {', '.join(STYLES)}")  # type: ignore[valid-type]
+    seed: integer(ge=0, le=MAX_SEED) | None = Field(  # type: ignore[valid-type]
+        None, description="picked at random and returned when absent")
+    steps: integer(ge=1, le=MAX_STEPS) = 20  # type: ignore[valid-type]
     guidance: float = Field(7.5, ge=0.0, le=MAX_GUIDANCE)
-    size: int | None = Field(None, ge=MIN_SIZE, le=MAX_SIZE, multiple_of=SIZE_MULTIPLE,
-                             description="square image side; the model's native size when absent")
-    batch: int = Field(1, ge=1, le=MAX_BATCH, description="images with consecutive seeds")
+    size: integer(ge=MIN_SIZE, le=MAX_SIZE, multiple_of=SIZE_MULTIPLE) | None = Field(  # type: ignore[valid-type]
+        None, description="square image side; the model's native size when absent")
+    batch: integer(ge=1, le=MAX_BATCH) = Field(1, description="images with consecutive seeds")  # type: ignore[valid-type]
     character: CharacterIn | None = None
     optimize_prompt: bool = Field(False, description="let the LLM prompt optimizer write the prompt")
 
-    @field_validator("emotion")
-    @classmethod
-    def _emotion(cls, value: str) -> str:
-        return check_choice("emotion", value, EMOTIONS)
+    def cost(self) -> int:
+        """Work units (steps x images x latent pixels): what the queue's time estimate scales with."""
+        side = self.size or 512
+        return self.steps * self.batch * (side // 8) ** 2
 
-    @field_validator("style")
-    @classmethod
-    def _style(cls, value: str) -> str:
-        return check_choice("style", value, STYLES)
+
+def bounded(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``message`` cut to ``limit`` characters."""
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def describe_errors(errors: list[dict]) -> list[dict[str, Any]]:
+    """Pydantic's errors as ``[{loc, msg, type}]``: bounded messages, never the input itself,
+    and the valid choices named for ``emotion`` and ``style`` however they were wrong."""
+    from .guards import short
+
+    out = []
+    for e in errors:
+        loc = [part if isinstance(part, (int, str)) else str(part) for part in e.get("loc", ())]
+        msg, kind = str(e.get("msg", "")), str(e.get("type", ""))
+        field = loc[-1] if loc else None
+        if field in CHOICES and (len(loc) == 1 or loc[-2] in ("body", "query")):
+            valid = f"Valid choices: {', '.join(CHOICES[field])}."
+            if kind == "missing":
+                msg = f"{field} is required. {valid}"
+            elif isinstance(e.get("input"), str):
+                msg = f"Unknown {field} {short(e['input'])}. {valid}"
+            else:
+                msg = f"{field} must be a string. {valid}"
+        out.append({"loc": loc, "msg": bounded(msg), "type": kind})
+    return out
 
 
 class RequestError(ValueError):
@@ -113,8 +157,8 @@ def new_image_id() -> str:
 
 def image_key(image_id: str) -> str:
     """The storage key of an image id; refuses anything that is not an id."""
-    if not isinstance(image_id, str) or not IMAGE_ID_RE.match(image_id):
-        raise ValueError(f"Invalid image id {image_id!r}")
+    if not isinstance(image_id, str) or not IMAGE_ID_RE.fullmatch(image_id):
+        raise ValueError(f"Invalid image id {image_id[:40]!r}" if isinstance(image_id, str) else "Invalid image id")
     return f"{image_id}.png"
 
 
@@ -150,19 +194,41 @@ def save_generation(storage: Storage, records: Any, image_id: str, png: bytes, r
         raise
 
 
-_MODELS: dict[tuple[str, str], Any] = {}
+_MODELS: dict[tuple, Any] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def load_model(model: str = "tiny", device: str = "auto", scheduler: str = "dpm++") -> Any:
-    """The pipeline for ``model``, loaded once per process (a Lambda container keeps it warm)."""
-    key = (model, device, scheduler)
+def load_model(model: str = "tiny", device: str = "auto", scheduler: str = "dpm++", *,
+               config: str | None = None, clip_skip: int | None = None, safety_checker: bool = True) -> Any:
+    """The pipeline for ``model``, loaded once per process (a Lambda container keeps it warm).
+
+    The keyword arguments go to ``load_pipeline`` as they are: ``config`` is the diffusers folder
+    or Hub id holding SD1.5's configs that a single ``.safetensors`` file needs offline.
+    """
+    key = (model, device, scheduler, config, clip_skip, safety_checker)
     with _MODELS_LOCK:
         if key not in _MODELS:
-            pipe = load_pipeline(model, device=device, scheduler=scheduler)
+            pipe = load_pipeline(model, device=device, scheduler=scheduler, config=config,
+                                 clip_skip=clip_skip, safety_checker=safety_checker)
             pipe.set_progress_bar_config(disable=True)
             _MODELS[key] = pipe
         return _MODELS[key]
+
+
+def deadline_hooks(pipe: Any, deadline: float) -> list[Any]:
+    """Forward pre-hooks that raise ``GenerationTimeout`` once ``deadline`` has passed, on each
+    UNet block and each VAE decoder block: a job stops within one block of its deadline, not one
+    step (a step of a large batch can take minutes on a CPU), and a timed-out job is never decoded.
+    Returns the hook handles; call ``.remove()`` on each when the job ends."""
+    def check(module: Any, args: Any) -> None:
+        if time.monotonic() > deadline:
+            raise GenerationTimeout(f"stopped in {type(module).__name__}: past the deadline")
+
+    unet, decoder = pipe.unet, getattr(getattr(pipe, "vae", None), "decoder", None)
+    blocks = [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
+    if decoder is not None:
+        blocks += [decoder.mid_block, *decoder.up_blocks]
+    return [block.register_forward_pre_hook(check) for block in blocks if block is not None]
 
 
 class ServeCore:
@@ -203,20 +269,32 @@ class ServeCore:
         ``images`` lists every image of the batch (the top-level fields are the first one).
         """
         started = time.monotonic()
+        if deadline is not None and started > deadline:  # it waited in the queue past its deadline
+            raise GenerationTimeout("the request's deadline passed before it could start")
         seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1 - (req.batch - 1))
         if seed + req.batch - 1 > MAX_SEED:
             raise RequestError(f"seed + batch - 1 must be <= {MAX_SEED}")
         prompt = self.prompt_for(req)
         extra: dict[str, Any] = {}
+        hooks: list[Any] = []
         if deadline is not None:
             def stop_at_deadline(pipe, step, timestep, callback_kwargs):
                 if time.monotonic() > deadline:
-                    pipe._interrupt = True  # diffusers' own flag: skips the remaining steps
+                    # diffusers' own flag, for anyone who reads it; raising is what also skips the
+                    # VAE decode after the loop, so the worker is free now.
+                    pipe._interrupt = True
+                    raise GenerationTimeout(f"stopped after step {step + 1} of {req.steps}: past the deadline")
                 return callback_kwargs
             extra["callback_on_step_end"] = stop_at_deadline
-        gens = generate(self.pipe, prompt, seed=[seed + i for i in range(req.batch)], steps=req.steps,
-                        guidance=req.guidance, height=req.size, width=req.size, progress=False, **extra)
-        if deadline is not None and time.monotonic() > deadline:
+            hooks = deadline_hooks(self.pipe, deadline)  # and within a step, block by block
+        try:
+            gens = generate(self.pipe, prompt, seed=[seed + i for i in range(req.batch)], steps=req.steps,
+                            guidance=req.guidance, height=req.size, width=req.size, progress=False, **extra)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            self.pipe._interrupt = False  # the next job starts clean
+        if deadline is not None and time.monotonic() > deadline:  # the last step ended past it
             raise GenerationTimeout("generation ran past its deadline")
         duration = time.monotonic() - started
         created = datetime.now(timezone.utc).isoformat()

@@ -32,7 +32,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .core import GenerateRequest, RequestError, ServeCore, load_model
+from animegen_utils.memory import MemoryEstimateError
+
+from .core import GenerateRequest, RequestError, ServeCore, bounded, describe_errors, load_model
 from .storage import StorageSettings, make_storage
 
 logger = logging.getLogger("animegen_utils.serve.lambda")
@@ -80,7 +82,11 @@ def parse_event(event: Any) -> tuple[dict, bool]:
                 body = base64.b64decode(body, validate=True).decode("utf-8")
             body = json.loads(body)
         except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise BadEvent(f"body is not valid JSON: {err}") from None
+            raise BadEvent(f"body is not valid JSON: {bounded(str(err), 120)}") from None
+        except RecursionError:  # nested thousands deep
+            raise BadEvent("body is not valid JSON: nested too deeply") from None
+        except ValueError as err:  # e.g. an integer of more digits than Python converts
+            raise BadEvent(f"body is not valid JSON: {bounded(str(err), 120)}") from None
     if not isinstance(body, dict):
         raise BadEvent(f"body must be a JSON object, got {type(body).__name__}")
     return {**DEFAULTS, **body}, True
@@ -92,21 +98,35 @@ def _reply(status: int, body: dict, api_gateway: bool) -> dict:
     return {"statusCode": status, "body": body}
 
 
+MAX_REASONS = 10  # a body with a thousand bad fields gets ten reasons, not a megabyte
+
+
 def lambda_handler(event: Any, context: Any = None) -> dict:
-    """Generate one image for the event and store it; 400 with the reason for a bad event."""
+    """Generate one image for the event and store it; 400 with the reason for a bad event.
+
+    Reasons are bounded (a short prefix of the input at most), and any malformed event is a 400:
+    nothing a caller sends makes the handler raise.
+    """
     api_gateway = isinstance(event, dict) and "body" in event
     try:
         fields, api_gateway = parse_event(event)
         req = GenerateRequest.model_validate(fields)
     except BadEvent as err:
-        return _reply(400, {"error": str(err)}, api_gateway)
+        return _reply(400, {"error": bounded(str(err))}, api_gateway)
     except ValidationError as err:
-        reasons = [f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in err.errors()]
+        described = describe_errors(err.errors())
+        reasons = [f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in described[:MAX_REASONS]]
+        if len(described) > MAX_REASONS:
+            reasons.append(f"and {len(described) - MAX_REASONS} more")
         return _reply(400, {"error": "; ".join(reasons)}, api_gateway)
+    except RecursionError:  # a plan-shaped event nested thousands deep
+        return _reply(400, {"error": "event is nested too deeply"}, api_gateway)
     try:
         result = get_core().generate(req)
     except RequestError as err:
-        return _reply(400, {"error": str(err)}, api_gateway)
+        return _reply(400, {"error": bounded(str(err))}, api_gateway)
+    except MemoryEstimateError as err:
+        return _reply(503, {"error": bounded(str(err), 600)}, api_gateway)
     except Exception:
         logger.exception("generation failed")  # to CloudWatch; the caller gets no internals
         return _reply(500, {"error": "internal error"}, api_gateway)

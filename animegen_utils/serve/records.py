@@ -55,13 +55,16 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-ID_RE = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex
-KEY_RE = re.compile(r"^([0-9a-f]{32})\.png$")
+# Always used with fullmatch: a pattern ending in "$" also matches before a final newline.
+ID_RE = re.compile(r"[0-9a-f]{32}")  # uuid4().hex
+KEY_RE = re.compile(r"([0-9a-f]{32})\.png")
+CURSOR_YEARS = (2000, 9999)  # a cursor's time must be in this range (we made it, so it is)
+TEMP_MAX_AGE_S = 60.0  # ``check`` lists temp files older than this (a crash's leftovers)
 MAX_LIMIT = 100
 UPGRADE_HINT = "python -m animegen_utils.serve db upgrade --database-url '{url}'"
 
@@ -73,6 +76,10 @@ REQUIRED = (
 
 class SchemaError(RuntimeError):
     """The database's schema is not the one this version of animegen uses."""
+
+
+class CorruptDatabaseError(SchemaError):
+    """The database file is not a database, or its pages fail SQLite's integrity check."""
 
 
 class UTCDateTime(TypeDecorator):
@@ -286,9 +293,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, id = raw.split("|")
         created_at = datetime.fromisoformat(stamp)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as err:
+        if created_at.tzinfo is None or not ID_RE.fullmatch(id):
+            raise ValueError("invalid cursor")
+        # By range: year 1 at +14:00 parses, then overflows in astimezone (and in the database).
+        created_at = created_at.astimezone(timezone.utc)
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as err:
         raise ValueError("invalid cursor") from err
-    if created_at.tzinfo is None or not ID_RE.match(id):
+    if not CURSOR_YEARS[0] <= created_at.year <= CURSOR_YEARS[1]:
         raise ValueError("invalid cursor")
     return created_at, id
 
@@ -311,10 +322,44 @@ class RecordStore:
     raises ``SchemaError`` naming the command that upgrades it.
     """
 
-    def __init__(self, url: str, *, create: bool = True, engine_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, url: str, *, create: bool = True, engine_options: dict[str, Any] | None = None,
+                 verify: bool = True) -> None:
         self.url = url
         self.engine = make_engine(url, **(engine_options or {}))
-        self._ensure_schema(create)
+        try:
+            self._ensure_schema(create)
+            if verify:
+                self.verify()
+        except DatabaseError as err:
+            self.engine.dispose()
+            if isinstance(err, OperationalError) or self.engine.dialect.name != "sqlite":
+                raise  # locked, unreachable, refused: not corruption
+            # "file is not a database", "database disk image is malformed": one line, no traceback
+            raise CorruptDatabaseError(self._corrupt(str(err.orig).splitlines()[0])) from None
+        except CorruptDatabaseError:
+            self.engine.dispose()
+            raise
+
+    def _corrupt(self, reason: str) -> str:
+        return (f"{_display(self.url)} is not a usable animegen database ({reason[:200]}). Move it aside or "
+                "restore a backup, then start again; `python -m animegen_utils.serve check` verifies it.")
+
+    def verify(self) -> None:
+        """SQLite: ``PRAGMA quick_check`` (every page readable); raises ``CorruptDatabaseError``.
+
+        PostgreSQL checks its own pages; nothing is done there.
+        """
+        if self.engine.dialect.name != "sqlite":
+            return
+        with self.engine.connect() as conn:
+            rows = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
+        if rows != ["ok"]:
+            raise CorruptDatabaseError(self._corrupt(f"integrity check: {'; '.join(rows[:3])}"))
+
+    def ping(self) -> None:
+        """One cheap read (for ``/healthz``); raises the database's error when it can't answer."""
+        with Session(self.engine) as session:
+            session.execute(select(Generation.id).order_by(Generation.created_at.desc()).limit(1)).all()
 
     def __repr__(self) -> str:
         return f"RecordStore({_display(self.url)!r})"
@@ -374,7 +419,7 @@ class RecordStore:
         unknown = sorted(set(record) - set(REQUIRED) - {"api_key_id"})
         if unknown:
             raise ValueError(f"record has unknown fields {unknown}; valid: {list(REQUIRED) + ['api_key_id']}")
-        if not ID_RE.match(str(record["id"])):
+        if not ID_RE.fullmatch(str(record["id"])):
             raise ValueError(f"record id must be 32 lowercase hex characters (uuid4().hex), got {record['id']!r}")
         request = dict(record["request"])
         row = Generation(
@@ -391,7 +436,7 @@ class RecordStore:
 
     def get(self, id: str) -> dict[str, Any] | None:
         """The record with this id, or None (also for ids that can't be ours)."""
-        if not ID_RE.match(id):
+        if not isinstance(id, str) or not ID_RE.fullmatch(id):
             return None
         with Session(self.engine) as session:
             row = session.get(Generation, id)
@@ -434,7 +479,7 @@ class RecordStore:
 
     def delete(self, id: str) -> bool:
         """Delete one record; True when there was one."""
-        if not ID_RE.match(id):
+        if not isinstance(id, str) or not ID_RE.fullmatch(id):
             return False
         with self.engine.begin() as conn:
             return conn.execute(delete(Generation).where(Generation.id == id)).rowcount == 1
@@ -463,11 +508,12 @@ class CheckReport:
 
     records_without_image: list[str] = field(default_factory=list)  # record ids
     images_without_record: list[str] = field(default_factory=list)  # storage keys
+    temp_files: list[str] = field(default_factory=list)  # a crashed write's leftovers (local storage)
     fixed: bool = False
 
     @property
     def ok(self) -> bool:
-        return not (self.records_without_image or self.images_without_record)
+        return not (self.records_without_image or self.images_without_record or self.temp_files)
 
     def __str__(self) -> str:
         lines = [
@@ -475,9 +521,12 @@ class CheckReport:
             *(f"  record {i}" for i in self.records_without_image),
             f"images without record: {len(self.images_without_record)}",
             *(f"  image {k}" for k in self.images_without_record),
+            f"temp files older than {TEMP_MAX_AGE_S:g} s: {len(self.temp_files)}",
+            *(f"  temp {k}" for k in self.temp_files),
         ]
         if not self.ok:
-            lines.append("repaired: deleted the records and images above" if self.fixed else "run with --fix to delete them")
+            lines.append("repaired: deleted the records, images and temp files above" if self.fixed
+                         else "run with --fix to delete them")
         return "\n".join(lines)
 
 
@@ -493,17 +542,22 @@ def check(storage, records: RecordStore, fix: bool = False) -> CheckReport:
     each orphan image is looked up once more right before it is deleted.
     """
     before = records.storage_keys()
-    images = {key for key in storage.keys() if KEY_RE.match(key)}
+    images = {key for key in storage.keys() if KEY_RE.fullmatch(key)}
     after = set(records.storage_keys().values())
+    # Local storage writes "<root>/.tmp-*" and renames it; one left for a minute is a crash's.
+    temp_files = getattr(storage, "temp_files", None)
     report = CheckReport(
         records_without_image=sorted(id for id, key in before.items() if key not in images),
         images_without_record=sorted(images - after),
+        temp_files=temp_files(TEMP_MAX_AGE_S) if temp_files else [],
     )
     if fix:
         for id in report.records_without_image:
             records.delete(id)
         for key in report.images_without_record:
-            if records.get(KEY_RE.match(key).group(1)) is None:
+            if records.get(KEY_RE.fullmatch(key).group(1)) is None:
                 storage.delete(key)
+        for name in report.temp_files:
+            storage.delete_temp(name)
         report.fixed = True
     return report

@@ -16,17 +16,22 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-# One path segment, no leading dot (temp files start with one), no separators.
-KEY_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
+# One path segment, no leading dot (temp files start with one), no separators. Always with
+# fullmatch: "$" would also match before a final newline.
+KEY_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+TEMP_PREFIX = ".tmp-"
+TEMP_RE = re.compile(r"\.tmp-[A-Za-z0-9_]{1,64}")  # what tempfile.mkstemp(prefix=TEMP_PREFIX) makes
 
 
 def check_key(key: str) -> str:
-    if not isinstance(key, str) or not KEY_RE.match(key) or ".." in key:
-        raise ValueError(f"Invalid storage key {key!r}: expected a file name like '<uuid hex>.png'")
+    if not isinstance(key, str) or not KEY_RE.fullmatch(key) or ".." in key:
+        shown = repr(key[:40]) if isinstance(key, str) else type(key).__name__
+        raise ValueError(f"Invalid storage key {shown}: expected a file name like '<uuid hex>.png'")
     return key
 
 
@@ -63,7 +68,7 @@ class LocalStorage:
         path = self._path(key)
         self.root.mkdir(parents=True, exist_ok=True)
         # Write a hidden temp file beside the target, then rename: readers see all or nothing.
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.root)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.root)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -95,6 +100,26 @@ class LocalStorage:
     def url(self, key: str) -> str:
         path = self._path(key)
         return f"{self.base_url}{key}" if self.base_url is not None else path.as_uri()
+
+    def temp_files(self, older_than_s: float = 60.0) -> list[str]:
+        """Names of ``put``'s temp files older than ``older_than_s``: left by a crash mid-write."""
+        if not self.root.is_dir():
+            return []
+        cutoff = time.time() - older_than_s
+        found = []
+        for p in self.root.iterdir():
+            try:
+                if TEMP_RE.fullmatch(p.name) and p.is_file() and p.stat().st_mtime < cutoff:
+                    found.append(p.name)
+            except FileNotFoundError:  # renamed into place meanwhile
+                continue
+        return sorted(found)
+
+    def delete_temp(self, name: str) -> None:
+        """Remove one of ``temp_files``' names (nothing else)."""
+        if not TEMP_RE.fullmatch(name):
+            raise ValueError(f"Not a temp file name: {name[:40]!r}")
+        (self.root / name).unlink(missing_ok=True)
 
 
 class S3Storage:
