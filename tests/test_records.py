@@ -766,29 +766,30 @@ def test_history_and_gallery_in_a_real_browser(tmp_path, pipe, db_url):
             with ThreadedServer(restarted, port=port) as server:
                 page = browser.new_page()
                 page.set_default_timeout(120_000)
+                # Functions, not expression strings: Playwright evals those, which the pages' CSP forbids.
                 page.goto(server.url)
-                page.wait_for_function("document.querySelectorAll('#history li img').length === 3")
+                page.wait_for_function("() => document.querySelectorAll('#history li img').length === 3")
                 srcs = page.eval_on_selector_all("#history li img", "els => els.map(e => e.getAttribute('src'))")
                 assert srcs == [m["image_url"] for m in reversed(made)]
                 page.reload()
-                page.wait_for_function("document.querySelectorAll('#history li img').length === 3")
+                page.wait_for_function("() => document.querySelectorAll('#history li img').length === 3")
 
                 page.goto(f"{server.url}/gallery?limit=2")
-                page.wait_for_function("document.querySelectorAll('#grid li').length === 2")
+                page.wait_for_function("() => document.querySelectorAll('#grid li').length === 2")
                 assert page.is_visible("#more")
                 page.click("#more")
-                page.wait_for_function("document.querySelectorAll('#grid li').length === 3")
+                page.wait_for_function("() => document.querySelectorAll('#grid li').length === 3")
                 assert page.is_hidden("#more")
                 ids = page.eval_on_selector_all("#grid li", "els => els.map(e => e.dataset.id)")
                 assert ids == [m["id"] for m in reversed(made)]
-                page.wait_for_function("[...document.querySelectorAll('#grid img')].every(i => i.naturalWidth > 0)")
+                page.wait_for_function("() => [...document.querySelectorAll('#grid img')].every(i => i.naturalWidth > 0)")
 
                 page.select_option("#emotion", "sad")
-                page.wait_for_function("document.querySelectorAll('#grid li').length === 1")
+                page.wait_for_function("() => document.querySelectorAll('#grid li').length === 1")
                 assert page.get_attribute("#grid li", "data-id") == made[1]["id"]
                 page.on("dialog", lambda dialog: dialog.accept())
                 page.click("#grid li button")
-                page.wait_for_function("document.querySelectorAll('#grid li').length === 0")
+                page.wait_for_function("() => document.querySelectorAll('#grid li').length === 0")
                 assert httpx.get(f"{server.url}/api/generations/{made[1]['id']}").status_code == 404
                 assert httpx.get(f"{server.url}{made[1]['image_url']}").status_code == 404
                 assert sorted(restarted.state.records.ids()) == sorted([made[0]["id"], made[2]["id"]])

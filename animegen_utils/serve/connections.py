@@ -17,8 +17,9 @@ process's file descriptors, after which nobody is served. ``GuardedH11Protocol``
   request in progress is closed to make room, or, when every one is busy, the new one is;
 - **quiet logs**: these closures are counted and logged at most once a minute, one line each.
 
-The default cap is half the process's file limit (``RLIMIT_NOFILE``), at most 512, so the cap is
-reached long before ``accept()`` runs out of descriptors. A reverse proxy in front (nginx,
+The default cap is half the process's file limit (``RLIMIT_NOFILE``), at most 512, and the listen
+backlog (asyncio's accept batch) a sixteenth of it, so the cap is reached long before ``accept()``
+runs out of descriptors. A reverse proxy in front (nginx,
 Caddy) is still what bounds a determined flood from many addresses; see the README.
 """
 
@@ -38,17 +39,31 @@ MAX_DEFAULT_CONNECTIONS = 512
 SUMMARY_EVERY_S = 60.0
 
 
-def default_max_connections() -> int:
-    """Half the soft ``RLIMIT_NOFILE`` (the rest is for files, the database, the model), 16..512."""
+def _file_limit() -> int | None:
     try:
         import resource
 
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     except (ImportError, OSError, ValueError):  # no resource module (Windows)
-        return MAX_DEFAULT_CONNECTIONS
-    if soft == resource.RLIM_INFINITY:
-        return MAX_DEFAULT_CONNECTIONS
-    return max(16, min(MAX_DEFAULT_CONNECTIONS, soft // 2))
+        return None
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def default_max_connections() -> int:
+    """Half the soft ``RLIMIT_NOFILE`` (the rest is for files, the database, the model), 16..512."""
+    limit = _file_limit()
+    return MAX_DEFAULT_CONNECTIONS if limit is None else max(16, min(MAX_DEFAULT_CONNECTIONS, limit // 2))
+
+
+def default_backlog() -> int:
+    """A sixteenth of the file limit, 8..2048 (uvicorn's default is 2048).
+
+    asyncio accepts up to ``backlog`` connections in one go, before any of them reaches the
+    protocol that would close the surplus; so the cap plus a few such batches must fit the
+    file limit, or ``accept()`` fails with EMFILE and nobody gets in.
+    """
+    limit = _file_limit()
+    return 2048 if limit is None else max(8, min(2048, limit // 16))
 
 
 @dataclass
@@ -174,6 +189,7 @@ def uvicorn_config(app: Any, settings: Any, host: str | None = None, port: int |
                               settings.header_timeout_s, settings.body_timeout_s)
     config = uvicorn.Config(app, host=host or settings.host, port=port or settings.port,
                             http=guarded_protocol(limits), timeout_keep_alive=settings.keep_alive_s,
+                            backlog=default_backlog(),
                             # one request head at most 16 KiB (h11's default, said explicitly)
                             h11_max_incomplete_event_size=16 * 1024, **kwargs)
     config.limits = limits
