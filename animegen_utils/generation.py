@@ -370,7 +370,10 @@ def _recorded_pipeline(p: dict[str, Any], pipe=None):
 def reproduce(path: str | Path, pipe=None, progress: bool = False) -> Generation:
     """Generate an image again from the parameters stored in its PNG.
 
-    Loads the pipeline named in the file unless ``pipe`` is given. The image is
+    Loads the pipeline named in the file unless ``pipe`` is given, with the LCM-LoRA and
+    every LoRA the file records (``params["lcm_lora"]``, ``params["adapters"]``: source,
+    scale, SHA-256); one that cannot be loaded is named in a ``ModelNotFoundError``, and
+    a given ``pipe`` whose adapters differ from the record gets a warning. The image is
     redrawn in a batch of the size it was first drawn in, at the same position
     (the other places hold copies of it), so the kernels round the same way. The
     returned ``Generation`` carries ``max_pixel_diff``, the largest difference

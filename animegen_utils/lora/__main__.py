@@ -62,7 +62,8 @@ HELP: dict[str, str] = {
 
 # Fields whose default is None: the type their value takes.
 _OPTIONAL_TYPES = {"resolution": int, "alpha": float, "max_train_steps": int, "prediction_type": str,
-                   "snr_gamma": float, "checkpoints_total_limit": int, "resume_from": str, "hub_model_id": str}
+                   "snr_gamma": float, "checkpoints_total_limit": int, "resume_from": str, "hub_model_id": str,
+                   "config": str}
 
 
 def build_parser() -> argparse.ArgumentParser:
