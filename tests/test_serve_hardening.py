@@ -321,6 +321,42 @@ def test_healthz_says_degraded_when_the_database_fails(tmp_path, pipe):
     assert any(r.startswith("database:") for r in health["reasons"])
 
 
+@pytest.fixture()
+def small_mount(tmp_path):
+    """A 2 MiB tmpfs at tmp_path/images, remountable read-only (needs the right to mount)."""
+    import subprocess
+
+    root = tmp_path / "images"
+    root.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(root)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()[:100]}")
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=True)
+
+
+def test_healthz_says_degraded_on_read_only_and_full_storage(tmp_path, pipe, small_mount):
+    import subprocess
+
+    app = make_app(tmp_path, pipe, min_free_bytes=512 * 1024)
+    with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as c:
+        assert c.get("/healthz").json()["status"] == "ok"
+        (small_mount / "filler").write_bytes(b"\0" * (1800 * 1024))
+        time.sleep(2.1)  # past the health cache
+        health = c.get("/healthz").json()
+        assert health["status"] == "degraded" and any("free" in r for r in health["reasons"])
+        (small_mount / "filler").unlink()
+        subprocess.run(["mount", "-o", "remount,ro", str(small_mount)], check=True)
+        time.sleep(2.1)
+        health = c.get("/healthz").json()
+        assert health["status"] == "degraded" and any("not writable" in r for r in health["reasons"])
+        assert c.post("/api/generate", json=OK).status_code == 500  # and the failure is reported too
+        health = c.get("/healthz").json()
+        assert any("failed a request" in r for r in health["reasons"])
+
+
 # ---- 8. check sees crash leftovers ----------------------------------------------------------
 
 def test_check_lists_and_fixes_old_temp_files_only(tmp_path, capsys):

@@ -115,6 +115,15 @@ class GenerateRequest(BaseModel):
         return self.steps * self.batch * (side // 8) ** 2
 
 
+ECHO_CHARS = 40  # the most of a client's input any error message repeats
+
+
+def short(value: Any, limit: int = ECHO_CHARS) -> str:
+    """``repr`` of ``value`` cut to ``limit`` characters: error messages never echo more."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...'"
+
+
 def bounded(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     """``message`` cut to ``limit`` characters."""
     return message if len(message) <= limit else message[: limit - 3] + "..."
@@ -123,8 +132,6 @@ def bounded(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 def describe_errors(errors: list[dict]) -> list[dict[str, Any]]:
     """Pydantic's errors as ``[{loc, msg, type}]``: bounded messages, never the input itself,
     and the valid choices named for ``emotion`` and ``style`` however they were wrong."""
-    from .guards import short
-
     out = []
     for e in errors:
         loc = [part if isinstance(part, (int, str)) else str(part) for part in e.get("loc", ())]

@@ -20,20 +20,15 @@ from typing import Any, Callable
 
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from .core import short
+
 ALLOWED_HOSTS_HINT = "--allowed-hosts (or ANIMEGEN_ALLOWED_HOSTS)"
-ECHO_CHARS = 40  # the most of a client's input any error message repeats
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
-
-
-def short(value: Any, limit: int = ECHO_CHARS) -> str:
-    """``repr`` of ``value`` cut to ``limit`` characters: error messages never echo more."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "...'"
 
 
 def host_name(header: str) -> str:
