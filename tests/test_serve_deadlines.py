@@ -61,8 +61,8 @@ def test_a_timed_out_job_frees_the_worker_within_one_step_and_is_never_decoded(t
         watch = Watch(pipe)
         freed: list[float] = []
         try:
-            req = GenerateRequest(**JOB)
-            deadline = time.monotonic() + 1.5
+            req = GenerateRequest(**{**JOB, "size": 64})  # 50 steps of ~0.06 s: past a 2 s deadline
+            deadline = time.monotonic() + 2.0
             future = queue.try_submit(core.generate, req, None, deadline, cost=req.cost(), deadline=deadline)
             future.add_done_callback(lambda _: freed.append(time.monotonic()))
             with pytest.raises(TimeoutError):
