@@ -170,7 +170,7 @@ def _load_weights(pipe, path_or_id: str, name: str, load_kwargs: dict[str, Any])
         raise ValueError(f"{path_or_id} is not a LoRA checkpoint: its tensor names do not all contain 'lora'.")
     unet_part, text_part = split_state_dict(state)
     if not unet_part and not text_part:  # an old unprefixed layout: diffusers' own loader sorts it out
-        pipe.load_lora_weights(state, adapter_name=name, network_alphas=alphas)
+        pipe.load_lora_weights(path_or_id, adapter_name=name, **load_kwargs)
         return state_dict_sha256(state)
     if unet_part:
         pipe.load_lora_into_unet(unet_part, network_alphas=alphas, unet=pipe.unet, adapter_name=name,
