@@ -226,9 +226,12 @@ def deadline_hooks(pipe: Any, deadline: float) -> list[Any]:
     """Forward pre-hooks that raise ``GenerationTimeout`` once ``deadline`` has passed, on each
     UNet block and each VAE decoder block: a job stops within one block of its deadline, not one
     step (a step of a large batch can take minutes on a CPU), and a timed-out job is never decoded.
-    Returns the hook handles; call ``.remove()`` on each when the job ends."""
+    Returns the hook handles; call ``.remove()`` on each when the job ends. Only the calling
+    thread is stopped: a notebook drawing with the same (shared) UNet meanwhile is left alone."""
+    owner = threading.get_ident()
+
     def check(module: Any, args: Any) -> None:
-        if time.monotonic() > deadline:
+        if threading.get_ident() == owner and time.monotonic() > deadline:
             raise GenerationTimeout(f"stopped in {type(module).__name__}: past the deadline")
 
     unet, decoder = pipe.unet, getattr(getattr(pipe, "vae", None), "decoder", None)
