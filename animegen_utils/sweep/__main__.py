@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("expand", help="print the manifest: one JSON row per line")
     e.add_argument("spec")
     args = parser.parse_args(argv)
+    if getattr(args, "no_progress", False):
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()  # "Loading pipeline components" too
     try:
         if args.command == "expand":
             for row in expand(args.spec):

@@ -13,6 +13,7 @@ lists the batches not yet done and, at the end, writes ``results.parquet``.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from contextlib import ExitStack
@@ -70,7 +71,8 @@ def plan(out_dir: str | Path, spec: SweepSpec, rows: list[Row]) -> Plan:
     out = Path(out_dir)
     owner: dict[str, str] = {}
     for part in done_parts(out):
-        for rid in pq.read_table(out / "table" / f"part-{part}.parquet", columns=["id"]).column("id").to_pylist():
+        ids = pq.ParquetFile(out / "table" / f"part-{part}.parquet").read(columns=["id"]).column("id")
+        for rid in ids.to_pylist():
             owner[rid] = part
     images = set(os.listdir(out / "images")) if (out / "images").is_dir() else set()
     done = {rid for rid in owner if f"{rid}.png" in images}
@@ -261,15 +263,19 @@ class RayWorker:
 
 def _run_ray(spec: SweepSpec, rows: list[Row], out: Path, address: str | None, workers: int | None,
              progress: bool) -> RunSummary:
+    if "ray" not in sys.modules and (address is None or address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost")):
+        # A one-machine cluster: Ray otherwise swaps 127.0.0.1 for the machine's network address and
+        # listens on every interface. (Read once, when ray is imported.)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     started_here = not ray.is_initialized()
     if started_here:
         if address is not None:
             ray.init(address=address, log_to_driver=False)
-        else:  # a cluster for this run only, sized for the workers asked for
-            ray.init(num_cpus=(workers or os.cpu_count() or 1) * spec.threads, include_dashboard=False,
-                     log_to_driver=False, object_store_memory=200 * 2**20)
+        else:  # a new cluster for this run only ("local": not one that happens to run here), sized for the workers
+            ray.init(address="local", num_cpus=(workers or os.cpu_count() or 1) * spec.threads,
+                     include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
     try:
         with folder_lock(out):
             p = _prepared(out, spec, rows)

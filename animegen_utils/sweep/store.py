@@ -165,7 +165,8 @@ def done_rows(out_dir: str | Path) -> set[str]:
 
 def _read_parts(folder: Path, columns: list[str] | None = None) -> pa.Table:
     files = sorted(folder.glob("part-*.parquet"))
-    tables = [pq.read_table(f, columns=columns) for f in files]
+    # ParquetFile, not pq.read_table: read_table sets up a dataset per file (measured ~70x slower for parts).
+    tables = [pq.ParquetFile(f).read(columns=columns) for f in files]
     return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
 
 

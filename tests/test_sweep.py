@@ -1,0 +1,171 @@
+"""animegen_utils.sweep on one process: spec errors before drawing, the manifest, resuming, the lock.
+
+The engines (accelerate ranks, Ray actors, a killed rank) are in test_sweep_engines.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from animegen_utils.sweep import (SweepFolderError, SweepLockedError, SweepSpecError, batches, expand,
+                                  load_results, load_spec, run)
+from animegen_utils.sweep.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"axes": {"emotion": ["happy", "sad"], "style": ["casual", "formal"], "seed": [0, 1, 2]},
+         "fixed": {"steps": 2}, "scorers": ["probe"], "batch_size": 4}
+
+
+@pytest.mark.parametrize("spec, words", [
+    ({"axes": {"emotoin": ["happy"], "style": ["casual"]}},
+     ["Unknown sweep parameter 'emotoin'", "Valid choices:", "emotion", "scheduler", "seed"]),
+    ({"axes": {"emotion": ["happy"], "style": ["casual"], "steps": [0, 2]}},
+     ["steps=0", "an integer >= 1"]),
+    ({"axes": {"emotion": ["happy"], "style": ["casual"]}, "fixed": {"guidance": -1}},
+     ["guidance=-1", "a number >= 0"]),
+    ({"axes": {"emotion": ["joyful"], "style": ["casual"]}},
+     ["emotion='joyful'", "happy, angry, sad, surprised, neutral"]),
+    ({"axes": {"emotion": ["happy"], "style": ["casual"], "scheduler": ["dpm", "euler"]}},
+     ["scheduler='dpm'", "dpm++, dpm++_karras, euler_a"]),
+    ({"axes": {"emotion": ["happy"], "style": []}}, ["axis 'style' is empty"]),
+    ({"axes": {"emotion": ["happy"], "style": ["casual"], "seed": {"start": 0, "count": 0}}},
+     ["axis 'seed' is empty"]),
+    ({"axes": {"emotion": ["happy"], "style": ["casual"], "seed": [2**32]}}, ["seed=4294967296", "[0, 4294967296)"]),
+    ({"axes": {"emotion": ["happy"], "style": ["casual"], "width": [60]}}, ["width=60", "a multiple of 8"]),
+    ({"axes": {"emotion": ["happy"], "style": ["casual"]}, "scorers": ["fid"]},
+     ["Unknown scorer 'fid'", "probe, clip"]),
+    ({"axes": {"emotion": ["happy"], "style": ["casual"]}, "batch": 4}, ["Unknown sweep spec key(s) batch", "batch_size"]),
+    ({"axes": {"emotion": ["happy"]}}, ["needs a prompt"]),
+    ({"axes": {"seed": [1, 1]}, "fixed": {"prompt": "1girl"}}, ["axis 'seed' repeats 1"]),
+])
+def test_a_bad_spec_is_refused_before_anything_is_drawn(tmp_path, spec, words):
+    out = tmp_path / "out"
+    with pytest.raises(SweepSpecError) as err:
+        run(spec, out, progress=False)
+    for w in words:
+        assert w in str(err.value)
+    assert not out.exists()  # refused before the folder, a pipeline or an image
+
+
+def test_cli_names_the_error_and_draws_nothing(tmp_path, capsys):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("axes:\n  emotion: [happy]\n  style: [casual]\n  stpes: [2]\n")
+    assert main(["run", str(spec), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown sweep parameter 'stpes'" in err and "steps" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_yaml_toml_and_dict_give_the_same_manifest(tmp_path):
+    (tmp_path / "s.yaml").write_text("axes:\n  emotion: [happy, sad]\n  style: [casual]\n"
+                                     "  seed: {start: 5, count: 3}\nfixed: {steps: 2, guidance: 7}\nbatch_size: 2\n")
+    (tmp_path / "s.toml").write_text("batch_size = 2\n[axes]\nemotion = ['happy', 'sad']\nstyle = ['casual']\n"
+                                     "seed = {start = 5, count = 3}\n[fixed]\nsteps = 2\nguidance = 7.0\n")
+    as_dict = {"axes": {"emotion": ["happy", "sad"], "style": ["casual"], "seed": [5, 6, 7]},
+               "fixed": {"steps": 2, "guidance": 7.0}, "batch_size": 2}
+    ids = [[r.id for r in expand(s)] for s in (tmp_path / "s.yaml", tmp_path / "s.toml", as_dict)]
+    assert ids[0] == ids[1] == ids[2] and len(set(ids[0])) == 6
+    rows = expand(as_dict)
+    assert [(r.params["emotion"], r.params["seed"]) for r in rows][:4] == [("happy", 5), ("happy", 6), ("happy", 7),
+                                                                          ("sad", 5)]
+    assert rows[0].params["scheduler"] == "dpm++" and rows[0].params["guidance"] == 7.0
+
+
+def test_row_ids_follow_the_parameters_and_batches_share_a_setting():
+    base = expand({"axes": {"emotion": ["happy", "sad"], "style": ["casual"], "steps": [2, 3], "seed": [0, 1, 2]},
+                   "batch_size": 2})
+    again = expand({"axes": {"seed": [0, 1, 2], "steps": [2, 3], "style": ["casual"], "emotion": ["happy", "sad"]},
+                    "batch_size": 2})
+    assert {r.id for r in base} == {r.id for r in again}  # the id is the parameters, not the order
+    other = expand({"axes": {"emotion": ["happy", "sad"], "style": ["casual"], "steps": [2, 4], "seed": [0, 1, 2]},
+                    "batch_size": 2})
+    assert len({r.id for r in base} & {r.id for r in other}) == 6  # the steps=2 rows are the same images
+    for b in batches(base):
+        assert 1 <= len(b.rows) <= 2
+        assert len({r.params["steps"] for r in b.rows}) == 1  # one generate call per batch: one setting
+
+
+def test_run_resumes_and_writes_every_row_once(tmp_path):
+    out = tmp_path / "out"
+    first = run(SMALL, out, progress=False)
+    assert (first.drawn, first.done_before, first.total) == (12, 0, 12)
+    table = load_results(out)
+    assert table.num_rows == 12 and sorted(table.column("id").to_pylist()) == sorted(r.id for r in expand(SMALL))
+    assert pq.read_table(out / "results.parquet").num_rows == 12
+    rows = table.to_pylist()
+    png = out / rows[0]["file"]
+    from animegen_utils import read_parameters
+
+    params = read_parameters(png)  # the kit's own PNG record, with the row id
+    assert params["sweep_row"] == rows[0]["id"] and params["seed"] == rows[0]["seed"] and params["steps"] == 2
+    assert {r["probe_emotion_ok"] for r in rows} <= {True, False} and all(r["probe_emotion"] for r in rows)
+    assert sum(r["probe_emotion_ok"] for r in rows) >= 6  # the probe reads most 2-step emotions right
+
+    # A lost batch (its part and one PNG deleted, as after a kill) is drawn again, with the same bytes.
+    victim = rows[5]
+    before = (out / victim["file"]).read_bytes()
+    (out / "table" / f"part-{victim['batch']}.parquet").unlink()
+    (out / victim["file"]).unlink()
+    again = run(SMALL, out, progress=False)
+    assert (again.drawn, again.done_before) == (4, 8)
+    assert (out / victim["file"]).read_bytes() == before
+    assert load_results(out).num_rows == 12
+
+    # A grown axis draws only the new rows.
+    bigger = {**SMALL, "axes": {**SMALL["axes"], "seed": [0, 1, 2, 3]}}
+    grown = run(bigger, out, progress=False)
+    assert (grown.drawn, grown.done_before, grown.total) == (4, 12, 16)
+    assert load_results(out).num_rows == 16
+
+
+def test_a_folder_keeps_the_settings_it_was_started_with(tmp_path):
+    out = tmp_path / "out"
+    run({**SMALL, "axes": {**SMALL["axes"], "seed": [0]}}, out, progress=False)
+    with pytest.raises(SweepFolderError, match="batch_size was 4, now 2"):
+        run({**SMALL, "batch_size": 2}, out, progress=False)
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    spec = tmp_path / "s.json"
+    spec.write_text(json.dumps({**SMALL, "fixed": {"steps": 4}}))
+    out = tmp_path / "out"
+    first = subprocess.Popen([sys.executable, "-m", "animegen_utils.sweep", "run", str(spec), "--out", str(out),
+                              "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lock = out / ".sweep.lock"
+        deadline = time.time() + 120
+        while not (lock.is_file() and f"pid {first.pid} " in lock.read_text()):
+            assert first.poll() is None and time.time() < deadline, first.communicate()
+            time.sleep(0.05)
+        with pytest.raises(SweepLockedError, match=f"Another sweep is running on .*pid {first.pid}"):
+            run(spec, out, progress=False)
+        assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 2
+    finally:
+        stdout, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    assert "12 drawn" in stdout
+    assert load_results(out).num_rows == 12  # the first run's table, whole
+    assert run(spec, out, progress=False).drawn == 0  # and the folder is free again
+
+
+def test_load_spec_reads_relative_paths_from_the_spec_folder(tmp_path):
+    (tmp_path / "in.png").write_bytes(b"")
+    (tmp_path / "s.yaml").write_text("axes: {strength: [0.3, 0.6]}\nfixed: {task: img2img, image: in.png, "
+                                     "prompt: 1girl}\n")
+    spec = load_spec(tmp_path / "s.yaml")
+    assert spec.base_dir == str(tmp_path)
+    (tmp_path / "s.yaml").write_text("axes: {strength: [0.3, 1.5]}\nfixed: {task: img2img, image: in.png, "
+                                     "prompt: 1girl}\n")
+    with pytest.raises(SweepSpecError, match=r"strength=1.5 .* a number in \[0, 1\]"):
+        load_spec(tmp_path / "s.yaml")
+    (tmp_path / "s.yaml").write_text("axes: {strength: [0.3]}\nfixed: {task: img2img, image: missing.png, "
+                                     "prompt: 1girl}\n")
+    with pytest.raises(SweepSpecError, match="image file not found: 'missing.png'"):
+        load_spec(tmp_path / "s.yaml")
