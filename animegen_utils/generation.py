@@ -39,6 +39,10 @@ from PIL import Image, PngImagePlugin
 from .memory import check_memory as _check_memory
 from .pipelines import SCHEDULERS, load_pipeline, pipeline_info, recommended_settings
 from .prompts import Prompt, check_token_budget
+from .hires import a1111_upscaler_name, check_hires, hires_pass
+from .lora_tags import apply_prompt_loras, release_prompt_loras
+from .infotext import generate_kwargs, read_foreign_parameters
+from .weighting import encode_prompt_pair, has_weight_syntax, needs_chunked_encoding, prompt_warnings, split_lora_tags
 
 PARAMS_KEY = "animegen"  # exact JSON; "parameters" holds the A1111 text for other tools
 RANDOM_SEED = -1         # A1111 and ComfyUI's "pick one for me"
@@ -164,6 +168,12 @@ def generate(
     batch_size: int = 8,
     progress: bool = True,
     check_memory: bool = True,
+    weighting: bool = True,
+    lora_dirs: str | Path | Sequence[str | Path] | None = None,
+    hires_scale: float | None = None,
+    hires_strength: float = 0.5,
+    hires_steps: int | None = None,
+    hires_upscaler: Any = "latent",
     **pipeline_kwargs: Any,
 ) -> list[Generation]:
     """Generate one image per (prompt, seed).
@@ -186,6 +196,19 @@ def generate(
     values (``pipelines.recommended_settings``: 20 and 7.5 for the kit's default
     DPM++). ``check_memory=False`` skips the memory guard (``animegen_utils.memory``),
     which otherwise refuses requests whose estimated peak exceeds the free memory.
+
+    A1111 prompt syntax (``animegen_utils.weighting``): ``(word)``, ``(word:1.3)``, ``[word]``,
+    escapes and ``BREAK``, with A1111's maths, in positive and negative prompts; prompts
+    over 75 tokens are encoded in 75-token chunks, nothing is cut. ``weighting=False``
+    reads the text literally and cuts it at 77 tokens with a warning (the kit before
+    A1111 syntax). ``<lora:name:w>`` tags load that LoRA from ``lora_dirs`` for this call
+    (``animegen_utils.lora_tags``). ``hires_scale=2.0`` turns on A1111's hires fix
+    (``animegen_utils.hires``): draw at ``width x height``, upscale with
+    ``hires_upscaler`` (``"latent"``, ``"lanczos"``, an upscaler model file or a callable),
+    refine with img2img at ``hires_strength`` for ``hires_steps`` (default ``steps``).
+    The PNG records the prompt as written.
+
+    >>> [g] = generate(pipe, "1girl, (angry:1.4), happy", seed=0, hires_scale=2.0)
     """
     prompts = _as_prompts(prompt)
     seeds = _seeds_for(seed, len(prompts))
@@ -215,16 +238,39 @@ def generate(
     if check_memory:
         _check_memory(pipe, min(batch_size, len(prompts)), height, width, guidance)
 
-    positives, negatives = [], []
+    hires = None
+    if hires_scale is not None:
+        if info.task != "txt2img":
+            raise ValueError(f"hires_scale is for txt2img pipelines; this one is {info.task}")
+        hires = check_hires(pipe, hires_scale, hires_strength, hires_steps, hires_upscaler, width, height, steps)
+        if check_memory:
+            _check_memory(pipe, min(batch_size, len(prompts)), hires.height, hires.width, guidance)
+
+    positives, negatives, encoded, lora_sets = [], [], [], set()
+    notes: dict[str, None] = {}
     for p in prompts:
         pos = p.positive if isinstance(p, Prompt) else p
         neg = negative if negative is not None else (p.negative if isinstance(p, Prompt) else "")
-        budget = check_token_budget(p if isinstance(p, Prompt) else pos, pipe.tokenizer)
-        if not budget.fits:
-            warnings.warn(f"Prompt is {budget.n_tokens} tokens (limit {budget.max_tokens}); "
-                          f"the text encoder will ignore: {', '.join(budget.cut_tags)}", stacklevel=2)
+        text, loras = split_lora_tags(pos)  # A1111 removes <lora:...> tags before encoding
+        lora_sets.add(tuple(loras))
+        if weighting:
+            notes.update(dict.fromkeys(f"{which} prompt: {note}" for which, t in (("Positive", text), ("Negative", neg))
+                                       for note in prompt_warnings(t)))
+        else:
+            budget = check_token_budget(p if isinstance(p, Prompt) else pos, pipe.tokenizer)
+            if not budget.fits:
+                warnings.warn(f"Prompt is {budget.n_tokens} tokens (limit {budget.max_tokens}); "
+                              f"the text encoder will ignore: {', '.join(budget.cut_tags)}", stacklevel=2)
         positives.append(pos)
         negatives.append(neg)
+        encoded.append(text)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    if len(lora_sets) > 1:
+        raise ValueError("The prompts of one generate call ask for different <lora:...> tags; call generate once "
+                         f"per set of LoRAs (got {sorted(lora_sets)})")
+    release_prompt_loras(pipe)  # whatever an interrupted call left behind
+    apply_prompt_loras(pipe, list(next(iter(lora_sets))), lora_dirs)
 
     pipe.set_progress_bar_config(disable=not progress)
     clip_skip = pipeline_kwargs.pop("clip_skip", info.clip_skip)
@@ -235,29 +281,39 @@ def generate(
     for start in range(0, len(positives), batch_size):
         sl = slice(start, start + batch_size)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds[sl]]
-        if clip_skip:
-            text = {"prompt_embeds": encode_text(pipe, positives[sl], clip_skip),
+        if weighting and (clip_skip or any(needs_chunked_encoding(pipe.tokenizer, t)
+                                           for t in (*encoded[sl], *negatives[sl]))):
+            pos_embeds, neg_embeds = encode_prompt_pair(pipe, encoded[sl], negatives[sl], clip_skip)
+            text = {"prompt_embeds": pos_embeds, "negative_prompt_embeds": neg_embeds}
+        elif clip_skip:
+            text = {"prompt_embeds": encode_text(pipe, encoded[sl], clip_skip),
                     "negative_prompt_embeds": encode_text(pipe, negatives[sl], clip_skip)}
         else:
-            text = {"prompt": positives[sl], "negative_prompt": negatives[sl] if any(negatives[sl]) else None}
+            text = {"prompt": encoded[sl], "negative_prompt": negatives[sl] if any(negatives[sl]) else None}
         out = pipe(
             **text,
             num_inference_steps=steps,
             guidance_scale=guidance,
             **({"height": height, "width": width} if takes_size else {}),
             generator=generators,
+            **({"output_type": "latent"} if hires else {}),
             **pipeline_kwargs,
         )
+        images = out.images if hires is None else hires_pass(pipe, out.images, text, generators, guidance, hires,
+                                                             progress, pipeline_kwargs)
         flagged = _safety_flags(out, len(seeds[sl]))
-        batch = list(zip(out.images, positives[sl], negatives[sl], seeds[sl]))
+        batch = list(zip(images, positives[sl], negatives[sl], seeds[sl]))
         for index, (image, pos, neg, s) in enumerate(batch):
             params = {
                 "model": info.model, "task": info.task, "prompt": pos, "negative": neg,
                 "seed": s, "steps": steps, "guidance": guidance, "scheduler": info.scheduler,
                 "width": width, "height": height, "clip_skip": clip_skip,
                 # Rounding can depend on the batch shape: reproduce() redraws in the same one.
-                "batch_size": len(batch), "batch_index": index,
+                "batch_size": len(batch), "batch_index": index, "weighting": weighting,
             }
+            if hires is not None:  # width/height stay the first pass's size, as A1111's Size does
+                params.update(hires_scale=hires.scale, hires_strength=hires.strength, hires_steps=hires.steps,
+                              hires_upscaler=hires.upscaler_name)
             for k in ("strength", "controlnet_conditioning_scale", "control_guidance_start",
                       "control_guidance_end", "guess_mode"):
                 if k in pipeline_kwargs:
@@ -269,6 +325,7 @@ def generate(
             if flagged[index]:
                 params["nsfw_blacked_out"] = True
             results.append(Generation(image=image, params=params))
+    release_prompt_loras(pipe)
     return results
 
 
@@ -319,6 +376,12 @@ def a1111_parameters(params: dict[str, Any]) -> str:
         fields.append(f"Denoising strength: {params['strength']}")
     if params.get("nsfw_blacked_out"):
         fields.append("NSFW: blacked out by the safety checker")
+    if "hires_scale" in params:  # A1111's hires fields, in its order
+        fields += [f"Denoising strength: {params['hires_strength']}", f"Hires upscale: {params['hires_scale']}",
+                   f"Hires steps: {params['hires_steps']}",
+                   f"Hires upscaler: {a1111_upscaler_name(params['hires_upscaler'])}"]
+    if params.get("weighting") is False and has_weight_syntax(params["prompt"] + params.get("negative", "")):
+        fields.append("Emphasis: None")  # A1111's name for brackets read as text
     return f"{params['prompt']}\nNegative prompt: {params.get('negative', '')}\n" + ", ".join(fields)
 
 
@@ -336,11 +399,21 @@ def save_image(image: Image.Image, path: str | Path, params: dict[str, Any]) -> 
 
 
 def read_parameters(path: str | Path) -> dict[str, Any]:
-    """The generation parameters stored in a PNG written by ``save_image``."""
+    """The generation parameters stored in a PNG: the kit's own, or another tool's.
+
+    A PNG written by ``save_image`` gives back exactly the parameters it was made
+    with. One written by A1111, Forge or ComfyUI is read by ``animegen_utils.infotext``
+    into the same names, with ``source`` (``"a1111"``, ``"forge"``, ``"comfyui"``),
+    ``loras``, ``info`` and ``unknown`` (the fields the kit does not use) added.
+
+    >>> read_parameters("00012-1234.png")["unknown"]   # an A1111 PNG
+    {'ENSD': '31337'}
+    """
     with Image.open(path) as im:
         text = im.info.get(PARAMS_KEY)
+        info = dict(im.info)
     if text is None:
-        raise ValueError(f"{path} has no animegen parameters (was it saved with Generation.save?)")
+        return read_foreign_parameters(info, str(path))
     return json.loads(text)
 
 
@@ -367,7 +440,8 @@ def _recorded_pipeline(p: dict[str, Any], pipe=None):
     return pipe
 
 
-def reproduce(path: str | Path, pipe=None, progress: bool = False) -> Generation:
+def reproduce(path: str | Path, pipe=None, progress: bool = False, lora_dirs=None,
+              scheduler: str | None = None) -> Generation:
     """Generate an image again from the parameters stored in its PNG.
 
     Loads the pipeline named in the file unless ``pipe`` is given, with the LCM-LoRA and
@@ -379,11 +453,19 @@ def reproduce(path: str | Path, pipe=None, progress: bool = False) -> Generation
     returned ``Generation`` carries ``max_pixel_diff``, the largest difference
     from the saved pixels (0 to 255): 0 on the machine that made the file.
 
+    A PNG from A1111, Forge or ComfyUI is drawn as the kit's picture of the same
+    request: pass ``pipe=`` (their ``Model`` names a file on their machine),
+    ``lora_dirs=`` for ``<lora:...>`` tags, ``scheduler=`` where the kit has no match
+    for their sampler. Fields the kit does not use are named in a warning, and
+    ``max_pixel_diff`` is None (their noise is generated differently).
+
     >>> again = reproduce("happy.png")
     >>> again.max_pixel_diff <= 1
     True
     """
     p = read_parameters(path)
+    if "source" in p:
+        return _reproduce_foreign(p, path, pipe, progress, lora_dirs, scheduler)
     if p.get("task", "txt2img") != "txt2img":
         raise ValueError(f"reproduce() handles txt2img images; this one is {p['task']} (its input image is not in the file)")
     loaded = pipe is None
@@ -391,7 +473,7 @@ def reproduce(path: str | Path, pipe=None, progress: bool = False) -> Generation
     size, index = int(p.get("batch_size", 1)), int(p.get("batch_index", 0))
     gens = generate(pipe, [p["prompt"]] * size, seed=[p["seed"]] * size, steps=p["steps"], guidance=p["guidance"],
                     height=p["height"], width=p["width"], negative=p["negative"], batch_size=size,
-                    progress=progress)
+                    progress=progress, lora_dirs=lora_dirs, **_recorded_options(p))
     if loaded and p.get("adapters"):
         from .lora.adapters import unload_lora
 
@@ -402,3 +484,31 @@ def reproduce(path: str | Path, pipe=None, progress: bool = False) -> Generation
     again.params.update(batch_size=size, batch_index=index)
     again.max_pixel_diff = int(np.abs(np.asarray(again.image, dtype=np.int16) - reference).max())
     return again
+
+
+def _recorded_options(p: dict[str, Any]) -> dict[str, Any]:
+    """The A1111-syntax and hires settings a kit PNG records; PNGs from before weighting read prompts literally."""
+    options: dict[str, Any] = {"weighting": p.get("weighting", False)}
+    if "hires_scale" in p:
+        options.update(hires_scale=p["hires_scale"], hires_strength=p["hires_strength"],
+                       hires_steps=p["hires_steps"], hires_upscaler=p["hires_upscaler"])
+    return options
+
+
+def _reproduce_foreign(p: dict[str, Any], path: str | Path, pipe, progress: bool, lora_dirs,
+                       scheduler: str | None) -> Generation:
+    kwargs = generate_kwargs(p, scheduler=scheduler)
+    if pipe is None:
+        raise ValueError(f"{path} was written by {p['source']} for model {p.get('model')!r}, which names a file on "
+                         "that machine; pass pipe=load_pipeline('path/to/that/checkpoint') (or model 'tiny')")
+    if p["unknown"]:
+        warnings.warn(f"{path}: the kit does not use these {p['source']} fields: "
+                      + ", ".join(f"{k}: {v}" for k, v in p["unknown"].items()), stacklevel=3)
+    from .pipelines import switch_task
+
+    # A pipeline of its own with the file's sampler: the caller's pipeline keeps its scheduler.
+    pipe = switch_task(pipe, pipeline_info(pipe).task, scheduler=kwargs.pop("scheduler"))
+    prompt = kwargs.pop("prompt")
+    [again] = generate(pipe, prompt, progress=progress, lora_dirs=lora_dirs, **kwargs)
+    return again
+

@@ -265,20 +265,27 @@ class TokenBudget:
     n_tokens: int
     max_tokens: int
     cut_tags: tuple[str, ...]
+    # How ``generate`` encodes it (A1111's 75-token chunks, weights and BREAK read): nothing is cut.
+    n_chunks: int = 1
 
     @property
     def fits(self) -> bool:
+        """Whether it fits one 77-token window (what the LLM optimizer keeps to)."""
         return not self.cut_tags
 
 
 def check_token_budget(prompt: Prompt | str, tokenizer, raise_on_cut: bool = False) -> TokenBudget:
-    """Report which tags a tokenizer would cut off; never truncates.
+    """Report which tags one 77-token window would cut off, and how many chunks ``generate`` uses; never truncates.
+
+    ``generate`` encodes a longer prompt in A1111's 75-token chunks (``n_chunks``), so
+    nothing is lost; ``cut_tags`` is what a single CLIP window (and
+    ``generate(..., weighting=False)``) would drop, the budget the LLM optimizer keeps to.
 
     >>> from animegen_utils import load_pipeline
     >>> pipe = load_pipeline()          # counted with the pipeline's own tokenizer
     >>> budget = check_token_budget(build_prompt("happy", "casual"), pipe.tokenizer)
-    >>> budget.fits, budget.n_tokens, budget.cut_tags
-    (True, 27, ())
+    >>> budget.fits, budget.n_tokens, budget.cut_tags, budget.n_chunks
+    (True, 27, (), 1)
     """
     tags = prompt.tags if isinstance(prompt, Prompt) else tuple(t.strip() for t in prompt.split(","))
     max_tokens = int(getattr(tokenizer, "model_max_length", CLIP_MAX_TOKENS))
@@ -293,7 +300,13 @@ def check_token_budget(prompt: Prompt | str, tokenizer, raise_on_cut: bool = Fal
             if used > max_tokens:
                 cut = list(tags[i:])
                 break
-    budget = TokenBudget(n_tokens=n_tokens, max_tokens=max_tokens, cut_tags=tuple(cut))
+    if hasattr(tokenizer, "get_vocab"):  # a real CLIP tokenizer: A1111's chunking, exactly
+        from .weighting import tokenize_chunks
+
+        n_chunks = tokenize_chunks(tokenizer, ", ".join(tags)).n_chunks
+    else:  # an estimate (the LLM's EstimateTokenizer): 75 prompt tokens per chunk
+        n_chunks = max(1, -(-(n_tokens - 2) // 75))
+    budget = TokenBudget(n_tokens=n_tokens, max_tokens=max_tokens, cut_tags=tuple(cut), n_chunks=n_chunks)
     if cut and raise_on_cut:
         raise TokenBudgetError(
             f"Prompt is {n_tokens} tokens, over the {max_tokens}-token window; "

@@ -99,9 +99,10 @@ def test_saving_requires_png(dummy_pipe, tmp_path):
 
 
 def test_overlong_prompt_warns_with_the_cut_tags(dummy_pipe):
+    # weighting=False reads the prompt as one 77-token CLIP window; by default it is chunked (tests/test_weighting.py).
     p = build_prompt("happy", "casual", extra_tags=[f"filler words number {i}" for i in range(30)])
     with pytest.warns(UserWarning, match="filler words number 29"):
-        generate(dummy_pipe, p, seed=0, steps=1, progress=False)
+        generate(dummy_pipe, p, seed=0, steps=1, progress=False, weighting=False)
 
 
 @pytest.mark.parametrize("kwargs, error, words", [
