@@ -5,9 +5,14 @@
 1. Weights move the picture: how often the probe reads "angry" for
    ``(angry:1.4), happy`` against ``angry, (happy:1.4)`` (and the unweighted
    ``angry, happy``), same seeds, with a two-proportion z-test.
-2. Hires fix keeps the picture: probe accuracy on emotion and style for random
+2. Where the built-in model reads the emotion: the same embeddings with the
+   prompt's word positions zeroed, or with the end-of-text padding zeroed.
+3. Hires fix keeps the picture: probe accuracy on emotion and style for random
    requests drawn at the native size and with ``hires_scale=2`` (latent and
-   Lanczos upscalers); the probe reads the 2x picture at its own input size.
+   Lanczos upscalers, several strengths); the probe reads the 2x picture at its
+   own input size.
+
+``--parts`` picks sections; results of the other sections already in ``--output`` are kept.
 """
 
 from __future__ import annotations
@@ -44,6 +49,31 @@ def two_proportion_z(a: int, b: int, n: int) -> float:
     return 0.0 if p in (0.0, 1.0) else (a - b) / n / math.sqrt(2 * p * (1 - p) / n)
 
 
+@torch.no_grad()
+def position_ablation(pipe, probe, n: int, steps: int) -> dict[str, dict[str, int]]:
+    """Probe reads with the prompt words' or the padding's CLIP outputs set to zero (same seeds)."""
+    from animegen_utils.weighting import encode_weighted, tokenize_chunks
+
+    eos = pipe.tokenizer.eos_token_id
+    negative = encode_weighted(pipe, [""]).repeat(n, 1, 1)
+    out = {}
+    for emotion in ("angry", "sad"):
+        text = BASE.format(emotion)
+        z = encode_weighted(pipe, [text])
+        ids = tokenize_chunks(pipe.tokenizer, text).token_ids[0]
+        end = ids.index(eos)  # the first EOS: words are 1..end-1, padding after it
+        variants = {"full": z, "words_zeroed": z.clone(), "padding_zeroed": z.clone()}
+        variants["words_zeroed"][:, 1:end] = 0
+        variants["padding_zeroed"][:, end + 1:] = 0
+        for name, embeds in variants.items():
+            gens = [torch.Generator().manual_seed(SEED + i) for i in range(n)]
+            images = pipe(prompt_embeds=embeds.repeat(n, 1, 1), negative_prompt_embeds=negative,
+                          num_inference_steps=steps, generator=gens).images
+            read = probe.predict(images)["emotion"]
+            out[f"{emotion}/{name}"] = {e: read.count(e) for e in sorted(set(read))}
+    return out
+
+
 def hires_accuracy(pipe, probe, n: int, steps: int, **hires) -> dict[str, float]:
     requests = random_requests(n, seed=7)
     started = time.perf_counter()
@@ -58,30 +88,44 @@ def hires_accuracy(pipe, probe, n: int, steps: int, **hires) -> dict[str, float]
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=200, help="seeds per prompt / requests per hires setting")
+    parser.add_argument("--n", type=int, default=200, help="seeds per prompt")
+    parser.add_argument("--n-hires", type=int, default=200, help="requests per hires setting")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--hires-steps", type=int, default=20, help="first-pass steps in the hires section")
+    parser.add_argument("--strengths", type=float, nargs="+", default=[0.5])
+    parser.add_argument("--parts", nargs="+", default=["weights", "positions", "hires"],
+                        choices=["weights", "positions", "hires"])
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     pipe, probe = load_pipeline(), load_probe()
+    pipe.set_progress_bar_config(disable=True)
     native = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    report = json.loads(args.output.read_text()) if args.output and args.output.exists() else {}
+    report.update(model="tiny", native_size=native,
+                  machine={"python": platform.python_version(), "torch": torch.__version__,
+                           "threads": torch.get_num_threads()})
 
-    counts = {k: emotion_counts(pipe, probe, p, args.n, args.steps) for k, p in PROMPTS.items()}
-    angry = {k: c.get("angry", 0) for k, c in counts.items()}
-    weights = {
-        "prompts": PROMPTS, "n": args.n, "steps": args.steps, "scheduler": "dpm++", "guidance": 7.5,
-        "emotion_counts": counts, "angry_rate": {k: v / args.n for k, v in angry.items()},
-        "z_angry_weighted_vs_happy_weighted": two_proportion_z(angry["angry_weighted"], angry["happy_weighted"],
-                                                               args.n),
-    }
-    hires = {"native": hires_accuracy(pipe, probe, args.n, args.steps)}
-    for upscaler in ("latent", "lanczos"):
-        hires[upscaler] = hires_accuracy(pipe, probe, args.n, args.steps, hires_scale=2.0, hires_strength=0.5,
-                                         hires_upscaler=upscaler)
-    report = {"model": "tiny", "native_size": native, "weights": weights,
-              "hires": {"n": args.n, "steps": args.steps, "hires_strength": 0.5, "hires_scale": 2.0, **hires},
-              "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                          "threads": torch.get_num_threads()}}
+    if "weights" in args.parts:
+        counts = {k: emotion_counts(pipe, probe, p, args.n, args.steps) for k, p in PROMPTS.items()}
+        angry = {k: c.get("angry", 0) for k, c in counts.items()}
+        report["weights"] = {
+            "prompts": PROMPTS, "n": args.n, "steps": args.steps, "scheduler": "dpm++", "guidance": 7.5,
+            "emotion_counts": counts, "angry_rate": {k: v / args.n for k, v in angry.items()},
+            "z_angry_weighted_vs_happy_weighted": two_proportion_z(angry["angry_weighted"], angry["happy_weighted"],
+                                                                   args.n),
+        }
+    if "positions" in args.parts:
+        report["positions"] = {"n": args.n, "steps": args.steps,
+                               "emotion_counts": position_ablation(pipe, probe, args.n, args.steps)}
+    if "hires" in args.parts:
+        hires = {"native": hires_accuracy(pipe, probe, args.n_hires, args.hires_steps)}
+        for strength in args.strengths:
+            for upscaler in ("latent", "lanczos"):
+                hires[f"{upscaler}@{strength}"] = hires_accuracy(pipe, probe, args.n_hires, args.hires_steps,
+                                                                 hires_scale=2.0, hires_strength=strength,
+                                                                 hires_upscaler=upscaler)
+        report["hires"] = {"n": args.n_hires, "steps": args.hires_steps, "hires_scale": 2.0, **hires}
     text = json.dumps(report, indent=2)
     print(text)
     if args.output:
