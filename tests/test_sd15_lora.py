@@ -70,7 +70,7 @@ def test_text_encoder_lora_trains_and_loads(data_dir, sd15_model_dir, tmp_path, 
 
 
 def test_lora_trains_on_a_single_file_offline_and_validates_at_its_resolution(
-        data_dir, sd15_single_file, sd15_model_dir, tmp_path):
+        data_dir, sd15_single_file, sd15_model_dir, tmp_path, fresh_pipeline_cache):  # one 860M UNet in memory
     with pytest.raises(ModelNotFoundError, match="config="):
         train_lora(training(data_dir, sd15_single_file, tmp_path / "no-config"))
     with pytest.raises(ValueError, match="single-file"):
