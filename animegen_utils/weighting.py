@@ -182,7 +182,7 @@ def prompt_warnings(text: str) -> list[str]:
     for closer, n in stray.items():
         if n:
             notes.append(f"{n} '{closer}' without an opening bracket: read as text (as A1111 does)")
-    for m in re.finditer(r"\(([^()\\]*?):(\s*)([^()]*?)(\s*)\)", text):
+    for m in re.finditer(r"\(([^()\\]*):(\s*)([^():]*?)(\s*)\)", text):  # the last colon is the weight's
         weight = m.group(3)
         if not re.fullmatch(r"[+-]?[.\d]+", weight):
             notes.append(f"{m.group(0)!r}: {weight!r} is not a number, so A1111 (and the kit) read the whole "
