@@ -1,12 +1,14 @@
 """Train the built-in model from scratch on the toy world, on a CPU.
 
-    python -m animegen_utils.toyworld.train                 # full run (~1 h on 2 cores)
+    python -m animegen_utils.toyworld.train                 # full run (see the model card for its time)
     python -m animegen_utils.toyworld.train --unet-steps 50 --n-images 256 --out /tmp/m   # smoke
 
-Stages: render images -> train the VAE -> cache latents -> train text encoder and
-UNet together (caption dropout for classifier-free guidance, min-SNR weighting,
-EMA) -> save a diffusers pipeline with ``save_pretrained``. Each stage writes
-checkpoints to ``--work``; run the same command again to resume.
+Stages: render images -> train the VAE (on crops: it is convolutional, so it runs
+on whole pictures afterwards) -> cache latents of whole pictures -> train text
+encoder and UNet together (caption dropout for classifier-free guidance, min-SNR
+weighting, EMA) -> refine the decoder -> save a diffusers pipeline with
+``save_pretrained``. Each stage writes checkpoints to ``--work``; run the same
+command again to resume. Wall-clock seconds per stage go to ``training.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,21 +35,26 @@ from .. import prompts
 from ..cli import add_config_flags, config_from_args, use_threads_from_env
 from ..pipelines import TINY_MODEL_DIR
 from .captions import caption_for
-from .dataset import iter_samples
+from .dataset import render_arrays
 from .model import TinyConfig, make_scheduler, make_text_encoder, make_tokenizer, make_unet, make_vae
 from .render import CharacterAttributes
+
+
+#: ``callback(stage, step)``: called after each training step of the VAE, UNet and decoder stages.
+StepCallback = Callable[[str, int], None]
 
 
 @dataclass
 class TrainConfig:
     n_images: int = 24_000
     seed: int = 0
-    vae_steps: int = 1_500
+    vae_steps: int = 2_000
     vae_batch: int = 16
     vae_lr: float = 1e-3
+    vae_crop: int = 64                 # VAE and decoder train on random crops of this size
     decoder_steps: int = 3_000         # decoder-only refinement, encoder frozen
     decoder_lr: float = 3e-4
-    unet_steps: int = 7_000
+    unet_steps: int = 10_000
     batch: int = 32
     lr: float = 5e-4
     warmup: int = 200
@@ -111,39 +119,55 @@ def _to_tensor(images: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- stages
 
-def render_images(cfg: TrainConfig, work: Path, progress: bool = True) -> tuple[torch.Tensor, list[CharacterAttributes]]:
-    """Render the training set once; cached in ``work/data.pt``."""
+def render_images(cfg: TrainConfig, work: Path, size: int, progress: bool = True
+                  ) -> tuple[torch.Tensor, list[CharacterAttributes]]:
+    """Render the training set once (on every core); cached in ``work/data.pt``."""
     path = work / "data.pt"
     if path.exists():
         data = torch.load(path, weights_only=False)
-        if data["n"] == cfg.n_images and data["seed"] == cfg.seed:
+        if data["n"] == cfg.n_images and data["seed"] == cfg.seed and data.get("size", 64) == size:
             return data["images"], [CharacterAttributes.from_dict(a) for a in data["attrs"]]
-    images = torch.empty((cfg.n_images, 3, 64, 64), dtype=torch.uint8)
-    attrs = []
-    samples = iter_samples(cfg.n_images, seed=cfg.seed)
-    for i, (result, _caption, _seed) in enumerate(tqdm(samples, total=cfg.n_images, desc="render", disable=not progress)):
-        images[i] = torch.from_numpy(np.array(result.image, dtype=np.uint8)).permute(2, 0, 1)
-        attrs.append(result.attributes)
-    _atomic_save({"n": cfg.n_images, "seed": cfg.seed, "images": images,
+    arrays, attrs = render_arrays(cfg.n_images, seed=cfg.seed, size=size, progress=progress)
+    images = torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
+    _atomic_save({"n": cfg.n_images, "seed": cfg.seed, "size": size, "images": images,
                   "attrs": [a.to_dict() for a in attrs]}, path)
     return images, attrs
 
 
-def train_vae(cfg: TrainConfig, tiny: TinyConfig, images: torch.Tensor, work: Path, progress: bool = True):
+def _random_crops(images: torch.Tensor, idx: torch.Tensor, crop: int, gen: torch.Generator) -> torch.Tensor:
+    """One random ``crop`` x ``crop`` window per picked image (the whole image when it is no bigger)."""
+    size = images.shape[-1]
+    if crop >= size:
+        return _to_tensor(images[idx])
+    offsets = torch.randint(0, size - crop + 1, (len(idx), 2), generator=gen).tolist()
+    return _to_tensor(torch.stack([images[i, :, y:y + crop, x:x + crop]
+                                   for i, (y, x) in zip(idx.tolist(), offsets)]))
+
+
+def _generator(seed: int, checkpoint: dict | None) -> torch.Generator:
+    """The stage's sampling generator, continued exactly where a checkpoint left it."""
+    gen = torch.Generator().manual_seed(seed)
+    if checkpoint is not None and "gen" in checkpoint:
+        gen.set_state(checkpoint["gen"])
+    return gen
+
+
+def train_vae(cfg: TrainConfig, tiny: TinyConfig, images: torch.Tensor, work: Path, progress: bool = True,
+              callback: StepCallback | None = None):
     path = work / "vae.pt"
     torch.manual_seed(cfg.seed)
     vae = make_vae(tiny)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    step = 0
+    step, ck = 0, None
     if path.exists():
         ck = torch.load(path, weights_only=False)
         vae.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); step = ck["step"]; _set_rng_state(ck["rng"])
-    gen = torch.Generator().manual_seed(cfg.seed + 1000 + step)
+    gen = _generator(cfg.seed + 1000 + step, ck)
     bar = tqdm(total=cfg.vae_steps, initial=step, desc="vae", disable=not progress)
     vae.train()
     while step < cfg.vae_steps:
         idx = torch.randint(0, len(images), (cfg.vae_batch,), generator=gen)
-        x = _to_tensor(images[idx])
+        x = _random_crops(images, idx, cfg.vae_crop, gen)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator=gen)).sample
         rec_loss = F.l1_loss(recon, x) + F.mse_loss(recon, x)
@@ -152,7 +176,10 @@ def train_vae(cfg: TrainConfig, tiny: TinyConfig, images: torch.Tensor, work: Pa
         step += 1
         _report(bar, work, "vae", step, rec_loss.item(), cfg.log_every)
         if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
-            _atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": _rng_state()}, path)
+            _atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": _rng_state(),
+                          "gen": gen.get_state()}, path)
+        if callback is not None:
+            callback("vae", step)
     bar.close()
     vae.eval()
     return vae
@@ -161,7 +188,7 @@ def train_vae(cfg: TrainConfig, tiny: TinyConfig, images: torch.Tensor, work: Pa
 def _detail_weight(x: torch.Tensor) -> torch.Tensor:
     """Per-pixel loss weight that is high where the image has small details.
 
-    Eyes are a few pixels wide at 64x64; a plain L1/MSE lets the decoder blur
+    Eyes are a few pixels wide; a plain L1/MSE lets the decoder blur
     their colour away. Weighting by the difference to a blurred copy puts the
     loss where the identity lives (irises, brows, mouth, outlines).
     """
@@ -169,21 +196,22 @@ def _detail_weight(x: torch.Tensor) -> torch.Tensor:
     return 1.0 + 8.0 * (x - blurred).abs().mean(dim=1, keepdim=True)
 
 
-def finetune_decoder(cfg: TrainConfig, vae, images: torch.Tensor, work: Path, progress: bool = True):
+def finetune_decoder(cfg: TrainConfig, vae, images: torch.Tensor, work: Path, progress: bool = True,
+                     callback: StepCallback | None = None):
     """Refine only the decoder (like SD's ft-MSE VAE): the encoder, and so the
     latent space the UNet learns, stays exactly as it was."""
     path = work / "decoder.pt"
     opt = torch.optim.AdamW(vae.decoder.parameters(), lr=cfg.decoder_lr, weight_decay=0.0)
-    step = 0
+    step, ck = 0, None
     if path.exists():
         ck = torch.load(path, weights_only=False)
         vae.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); step = ck["step"]
-    gen = torch.Generator().manual_seed(cfg.seed + 3000 + step)
+    gen = _generator(cfg.seed + 3000 + step, ck)
     bar = tqdm(total=cfg.decoder_steps, initial=step, desc="decoder", disable=not progress)
     vae.encoder.eval(); vae.quant_conv.eval(); vae.decoder.train()
     while step < cfg.decoder_steps:
         idx = torch.randint(0, len(images), (cfg.vae_batch,), generator=gen)
-        x = _to_tensor(images[idx])
+        x = _random_crops(images, idx, cfg.vae_crop, gen)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample(generator=gen)
         recon = vae.decode(z).sample
@@ -194,7 +222,10 @@ def finetune_decoder(cfg: TrainConfig, vae, images: torch.Tensor, work: Path, pr
         step += 1
         _report(bar, work, "decoder", step, loss.item(), cfg.log_every)
         if step % cfg.checkpoint_every == 0 or step == cfg.decoder_steps:
-            _atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step}, path)
+            _atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "gen": gen.get_state()},
+                         path)
+        if callback is not None:
+            callback("decoder", step)
     bar.close()
     vae.eval()
     return vae
@@ -208,8 +239,8 @@ def cache_latents(vae, images: torch.Tensor, work: Path, progress: bool = True) 
         d = torch.load(path, weights_only=False)
         return d["mean"], d["std"], d["scaling_factor"]
     means, stds = [], []
-    for i in tqdm(range(0, len(images), 256), desc="latents", disable=not progress):
-        dist = vae.encode(_to_tensor(images[i:i + 256])).latent_dist
+    for i in tqdm(range(0, len(images), 64), desc="latents", disable=not progress):
+        dist = vae.encode(_to_tensor(images[i:i + 64])).latent_dist
         means.append(dist.mean)
         stds.append(dist.std)
     mean, std = torch.cat(means), torch.cat(stds)
@@ -229,7 +260,7 @@ def _caption(attrs: CharacterAttributes, rng: random.Random, cfg: TrainConfig) -
 
 
 def train_unet(cfg: TrainConfig, tiny: TinyConfig, tokenizer, latents: tuple, attrs: list, work: Path,
-               progress: bool = True):
+               progress: bool = True, callback: StepCallback | None = None):
     mean, std, scaling = latents
     path = work / "unet.pt"
     torch.manual_seed(cfg.seed + 1)
@@ -239,7 +270,7 @@ def train_unet(cfg: TrainConfig, tiny: TinyConfig, tokenizer, latents: tuple, at
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     ema = [p.detach().clone() for p in params]
-    step = 0
+    step, ck = 0, None
     if path.exists():
         ck = torch.load(path, weights_only=False)
         unet.load_state_dict(ck["unet"]); text_encoder.load_state_dict(ck["text_encoder"])
@@ -247,7 +278,7 @@ def train_unet(cfg: TrainConfig, tiny: TinyConfig, tokenizer, latents: tuple, at
     scheduler = make_scheduler()
     alphas = scheduler.alphas_cumprod
     snr = alphas / (1 - alphas)
-    gen = torch.Generator().manual_seed(cfg.seed + 2000 + step)
+    gen = _generator(cfg.seed + 2000 + step, ck)
     bar = tqdm(total=cfg.unet_steps, initial=step, desc="unet", disable=not progress)
     unet.train(); text_encoder.train()
     while step < cfg.unet_steps:
@@ -273,7 +304,9 @@ def train_unet(cfg: TrainConfig, tiny: TinyConfig, tokenizer, latents: tuple, at
         _report(bar, work, "unet", step, loss.item(), cfg.log_every)
         if step % cfg.checkpoint_every == 0 or step == cfg.unet_steps:
             _atomic_save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict(),
-                          "ema": ema, "step": step, "rng": _rng_state()}, path)
+                          "ema": ema, "step": step, "rng": _rng_state(), "gen": gen.get_state()}, path)
+        if callback is not None:
+            callback("unet", step)
     bar.close()
     with torch.no_grad():  # ship the EMA weights
         for e, p in zip(ema, params):
@@ -347,20 +380,33 @@ def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet) -> None:
 
 
 def train(cfg: TrainConfig, out: Path = TINY_MODEL_DIR, work: Path = Path("runs/tiny"),
-          progress: bool = True) -> Path:
-    """Run every stage (resuming from ``work``) and save the pipeline to ``out``."""
+          progress: bool = True, callback: StepCallback | None = None) -> Path:
+    """Run every stage (resuming from ``work``) and save the pipeline to ``out``.
+
+    ``callback(stage, step)`` is called after every training step (after that step's
+    checkpoint, when it has one). A run stopped at any point resumes from the last
+    checkpoint and ends with the same weights as a run never stopped.
+    """
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     tiny = TinyConfig()
     started = time.time()
+    seconds: dict[str, float] = {}
+
+    def timed(stage: str, fn, *args):
+        t0 = time.time()
+        result = fn(*args)
+        seconds[stage] = round(time.time() - t0, 1)
+        return result
+
     tokenizer = make_tokenizer(str(work / "tokenizer"))
-    images, attrs = render_images(cfg, work, progress)
-    vae = train_vae(cfg, tiny, images, work, progress)
-    latents = cache_latents(vae, images, work, progress)
+    images, attrs = timed("render", render_images, cfg, work, tiny.image_size, progress)
+    vae = timed("vae", train_vae, cfg, tiny, images, work, progress, callback)
+    latents = timed("latents", cache_latents, vae, images, work, progress)
     vae.register_to_config(scaling_factor=latents[2])
-    unet, text_encoder = train_unet(cfg, tiny, tokenizer, latents, attrs, work, progress)
-    vae = finetune_decoder(cfg, vae, images, work, progress)
+    unet, text_encoder = timed("unet", train_unet, cfg, tiny, tokenizer, latents, attrs, work, progress, callback)
+    vae = timed("decoder", finetune_decoder, cfg, vae, images, work, progress, callback)
     save_pipeline(out, vae, text_encoder, tokenizer, unet)
     plot_loss_curves(work, out)
     meta = {
@@ -370,6 +416,9 @@ def train(cfg: TrainConfig, out: Path = TINY_MODEL_DIR, work: Path = Path("runs/
         "architecture": dataclasses.asdict(tiny),
         "scaling_factor": latents[2],
         "train_seconds_this_run": round(time.time() - started, 1),
+        # a stage resumed from a checkpoint counts only the time of this run
+        "stage_seconds_this_run": seconds,
+        "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
     (out / "training.json").write_text(json.dumps(meta, indent=2))
