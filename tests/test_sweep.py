@@ -169,3 +169,45 @@ def test_load_spec_reads_relative_paths_from_the_spec_folder(tmp_path):
                                      "prompt: 1girl}\n")
     with pytest.raises(SweepSpecError, match="image file not found: 'missing.png'"):
         load_spec(tmp_path / "s.yaml")
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory, tokenizer):
+    """A small random CLIP with a processor, saved like a downloaded one (offline scoring)."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    path = tmp_path_factory.mktemp("clip")
+    torch.manual_seed(0)
+    config = CLIPConfig(text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77),
+                        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                           num_attention_heads=2, image_size=32, patch_size=8), projection_dim=16)
+    CLIPModel(config).save_pretrained(path)
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(path)
+    return path
+
+
+def test_clip_score_is_the_cosine_of_the_image_and_its_prompt(clip_dir, tmp_path):
+    import torch
+    from PIL import Image
+    from transformers import CLIPModel, CLIPProcessor
+
+    spec = {"axes": {"emotion": ["happy", "angry"], "style": ["casual"], "seed": [0, 1]}, "fixed": {"steps": 2},
+            "scorers": ["clip"], "clip_model": str(clip_dir), "batch_size": 2}
+    run(spec, tmp_path / "out", progress=False)
+    rows = load_results(tmp_path / "out").to_pylist()
+    model, processor = CLIPModel.from_pretrained(clip_dir).eval(), CLIPProcessor.from_pretrained(clip_dir)
+    for r in rows:  # one image at a time, from the PNG on disk
+        with Image.open(tmp_path / "out" / r["file"]) as im:
+            pixels = processor(images=im.convert("RGB"), return_tensors="pt").pixel_values
+        ids = processor.tokenizer([r["prompt_text"]], padding="max_length", truncation=True,
+                                  return_tensors="pt").input_ids
+        with torch.no_grad():  # CLIP's definition: pooled outputs through the projections
+            img = model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output)
+            txt = model.text_projection(model.text_model(input_ids=ids).pooler_output)
+        expected = max(0.0, 100 * torch.nn.functional.cosine_similarity(img, txt).item())
+        assert r["clip_score"] == pytest.approx(expected, abs=1e-3)
+    with pytest.raises(SweepSpecError, match="scorer 'clip' needs clip_model"):
+        load_spec({**spec, "clip_model": None})

@@ -8,6 +8,7 @@ stopped by signalling that one process (it takes down what it started).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -26,8 +27,6 @@ from animegen_utils.sweep.store import done_parts
 # network address) and, with no other machine to reach it, needs no auth token.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-# Ray gives its raylet 10 s to register; a 2-core machine under load can need more.
-os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -161,12 +160,35 @@ def ray_address(tmp_path_factory):
             time.sleep(0.2)
         yield f"127.0.0.1:{port}"
     finally:
-        head.send_signal(signal.SIGTERM)  # `ray start --block` stops the processes it started
+        started = _descendants(head.pid)
+        head.send_signal(signal.SIGTERM)  # `ray start --block` stops the processes it started...
         try:
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
             head.kill()
             head.wait()
+        for pid in started:  # ...unless one of them died first: then whatever is left, by its pid
+            with contextlib.suppress(ProcessLookupError):  # already stopped
+                os.kill(pid, signal.SIGKILL)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (children, their children...), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def test_a_two_actor_ray_cluster_by_address_gives_the_one_process_bytes(spec_file, reference, ray_address,

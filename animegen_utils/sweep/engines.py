@@ -105,13 +105,14 @@ def write_batch(out_dir: str | Path, batch: Batch, drawn: list[Drawn], row_ids: 
 class Progress:
     """A bar per worker and one overall line: done / total, images per second, time left."""
 
-    def __init__(self, p: Plan, labels: list[str], enabled: bool, own: list[int] | None = None) -> None:
-        self.enabled = enabled
+    def __init__(self, p: Plan, labels: list[str], enabled: bool, own: list[int] | None = None,
+                 first_line: int = 0, overall: bool = True, overall_line: int | None = None) -> None:
         own = own or [p.rows_left] * len(labels)
-        self.bars = [tqdm(total=n, desc=label, unit="img", position=i, disable=not enabled, leave=False)
-                     for i, (label, n) in enumerate(zip(labels, own))]
-        self.overall = tqdm(total=p.total, initial=p.done_before, desc="sweep", unit="img", position=len(labels),
-                            disable=not enabled, dynamic_ncols=True)
+        self.bars = [tqdm(total=n, desc=label, unit="img", position=first_line + i, disable=not enabled,
+                          leave=False) for i, (label, n) in enumerate(zip(labels, own))]
+        line = first_line + len(labels) if overall_line is None else overall_line
+        self.overall = tqdm(total=p.total, initial=p.done_before, desc="sweep", unit="img", position=line,
+                            disable=not (enabled and overall), dynamic_ncols=True)
 
     def advance(self, worker: int, n: int, overall: bool = True) -> None:
         self.bars[worker].update(n)
@@ -206,7 +207,9 @@ def _run_accelerate(spec: SweepSpec, rows: list[Row], out: Path, progress: bool)
             mine = list(mine)
         rank, world = state.process_index, state.num_processes
         own = sum(len(p.to_write[b.id]) for b in mine)
-        bar = Progress(p, [f"rank {rank}"], progress and state.is_local_main_process or False, own=[own])
+        # One line per rank (the rank's own rows), rank 0 adds the overall line below them.
+        bar = Progress(p, [f"rank {rank}"], progress, own=[own], first_line=state.local_process_index,
+                       overall=state.is_main_process, overall_line=state.num_processes)
         poll = _OverallPoller(out, p, bar) if state.is_main_process and world > 1 else None
         try:
             drawer = Drawer(spec, device=state.device, worker=f"rank{rank}")
