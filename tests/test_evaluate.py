@@ -18,7 +18,7 @@ def probe():
 
 
 def test_probe_reads_fresh_renders(probe):
-    images, labels = _render_batch(150, random.Random("test-probe-fresh"))
+    images, labels = _render_batch(150, random.Random("test-probe-fresh"), size=probe.image_size)
     acc = probe_accuracy(probe, images, labels)
     assert set(acc) == set(ATTRIBUTES)
     assert min(acc.values()) >= 0.9, acc
@@ -30,8 +30,9 @@ def test_probe_separates_every_value_of_every_attribute(probe):
     base = CharacterAttributes("neutral", "casual", "black", "blue", "short hair", "none")
     for attr, values in ATTRIBUTES.items():
         for value in values:
-            hits = sum(probe.predict([render_character(base.replace(**{attr: value}), seed).image])[attr][0] == value
+            picture = (render_character(base.replace(**{attr: value}), seed, size=probe.image_size).image
                        for seed in range(3))
+            hits = sum(probe.predict([image])[attr][0] == value for image in picture)
             assert hits >= 2, (attr, value)
 
 
