@@ -173,7 +173,7 @@ def test_200_idle_sockets_under_128_files_do_not_starve_healthz(tmp_path):
         server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_limit_files(128))
     sockets: list[socket.socket] = []
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # start-up (torch, the model) is slow on a busy machine
         while True:
             assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             try:
