@@ -42,7 +42,8 @@ from .prompts import Prompt, check_token_budget
 from .hires import a1111_upscaler_name, check_hires, hires_pass
 from .lora_tags import apply_prompt_loras, release_prompt_loras
 from .infotext import generate_kwargs, read_foreign_parameters
-from .weighting import encode_prompt_pair, has_weight_syntax, needs_chunked_encoding, prompt_warnings, split_lora_tags
+from .weighting import (encode_prompt_pair, has_weight_syntax, needs_chunked_encoding, parse_weights, prompt_warnings,
+                        split_lora_tags)
 
 PARAMS_KEY = "animegen"  # exact JSON; "parameters" holds the A1111 text for other tools
 RANDOM_SEED = -1         # A1111 and ComfyUI's "pick one for me"
@@ -254,6 +255,7 @@ def generate(
         text, loras = split_lora_tags(pos)  # A1111 removes <lora:...> tags before encoding
         lora_sets.add(tuple(loras))
         if weighting:
+            parse_weights(text), parse_weights(neg)  # a bad weight fails here, before anything runs
             notes.update(dict.fromkeys(f"{which} prompt: {note}" for which, t in (("Positive", text), ("Negative", neg))
                                        for note in prompt_warnings(t)))
         else:
