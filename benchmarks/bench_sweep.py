@@ -187,14 +187,15 @@ def main() -> None:
     args = parser.parse_args()
     result = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
               "load_average_at_start": os.getloadavg()[0]}
-    result["table"] = table_formats()
-    print("table", result["table"], flush=True)
-    result["overhead"] = overhead(args.rows, args.steps, args.repeats)
-    print("overhead", result["overhead"], flush=True)
-    result["processes"] = processes(args.rows, args.steps)
-    result["load_average_at_end"] = os.getloadavg()[0]
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    for name, measure in (("table", table_formats),
+                          ("overhead", lambda: overhead(args.rows, args.steps, args.repeats)),
+                          ("processes", lambda: processes(args.rows, args.steps))):
+        result[name] = measure()
+        result["load_average_at_end"] = os.getloadavg()[0]
+        print(name, result[name], flush=True)
+        # Written after each part: a run cut short keeps what it measured.
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.output}")
 
 

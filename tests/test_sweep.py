@@ -41,7 +41,8 @@ SMALL = {"axes": {"emotion": ["happy", "sad"], "style": ["casual", "formal"], "s
     ({"axes": {"emotion": ["happy"], "style": ["casual"], "width": [60]}}, ["width=60", "a multiple of 8"]),
     ({"axes": {"emotion": ["happy"], "style": ["casual"]}, "scorers": ["fid"]},
      ["Unknown scorer 'fid'", "probe, clip"]),
-    ({"axes": {"emotion": ["happy"], "style": ["casual"]}, "batch": 4}, ["Unknown sweep spec key(s) batch", "batch_size"]),
+    ({"axes": {"emotion": ["happy"], "style": ["casual"]}, "batch": 4},
+     ["Unknown sweep spec key(s) batch", "batch_size"]),
     ({"axes": {"emotion": ["happy"]}}, ["needs a prompt"]),
     ({"axes": {"seed": [1, 1]}, "fixed": {"prompt": "1girl"}}, ["axis 'seed' repeats 1"]),
 ])

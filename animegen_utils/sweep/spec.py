@@ -213,7 +213,8 @@ def load_spec(source: SweepSpec | Mapping[str, Any] | str | Path) -> SweepSpec:
         _fail(f"A sweep spec is a mapping with keys {', '.join(SPEC_KEYS)}; got {type(data).__name__}")
     unknown = set(data) - set(SPEC_KEYS) - {"base_dir"}
     if unknown:
-        _fail(f"Unknown sweep spec key(s) {', '.join(sorted(map(str, unknown)))}. Valid choices: {', '.join(SPEC_KEYS)}.")
+        _fail(f"Unknown sweep spec key(s) {', '.join(sorted(map(str, unknown)))}. "
+              f"Valid choices: {', '.join(SPEC_KEYS)}.")
     axes_raw, fixed = data.get("axes") or {}, dict(data.get("fixed") or {})
     if not isinstance(axes_raw, Mapping) or not axes_raw:
         _fail("A sweep needs axes: a mapping of parameter -> list of values, e.g. axes: {seed: [0, 1, 2]}")

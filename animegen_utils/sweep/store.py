@@ -6,13 +6,15 @@
     DIR/results.parquet          every part in manifest order, rebuilt at the end of each run
     DIR/.sweep.lock              held (flock) by the run that owns the folder
 
-Why Parquet part files, not one SQLite file (``benchmarks/bench_sweep.py`` measures both):
-both cost well under 1 % of an image's time to write, but a part is written by one process
-to a temporary name and renamed into place, so it needs no lock shared between writers. That
-holds for accelerate ranks on several machines writing to one network folder, where SQLite's
-locking is unreliable (its documentation warns against WAL and shared files on network file
-systems). A part's name is its batch's id, so a batch drawn twice (a rerun after a kill, or
-two ranks racing) replaces itself instead of adding a row: "exactly once" is structural.
+Why Parquet part files, not one SQLite file (``benchmarks/bench_sweep.py`` measures both,
+``benchmarks/results/sweep.json``): SQLite is the faster of the two, per batch written and per
+table read, but both are small next to drawing the batch's images, and a part is written by
+one process to a temporary name and renamed into place, so it needs no lock shared between
+writers. That holds for accelerate ranks on several machines writing to one network folder,
+where SQLite's locking is unreliable (its documentation warns against WAL and shared files on
+network file systems). A part's name is its batch's id, so a batch drawn twice (a rerun after
+a kill, or two ranks racing) replaces itself instead of adding a row: "exactly once" is
+structural, not a query.
 
 >>> table = load_results("outputs/sweep")      # a pyarrow Table; .to_pandas() with pandas
 >>> table.column("probe_emotion_ok")
