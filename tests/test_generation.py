@@ -94,7 +94,7 @@ def test_saving_requires_png(dummy_pipe, tmp_path):
     with pytest.raises(ValueError, match="PNG"):
         g.save(tmp_path / "x.jpg")
     Image.new("RGB", (4, 4)).save(tmp_path / "plain.png")
-    with pytest.raises(ValueError, match="no animegen parameters"):
+    with pytest.raises(ValueError, match="has no generation parameters: no animegen, A1111"):
         read_parameters(tmp_path / "plain.png")
 
 
