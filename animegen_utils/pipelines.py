@@ -35,8 +35,17 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
+from .model_hash import model_hash
+
 TINY = "tiny"
-TINY_MODEL_DIR = Path(__file__).parent / "models" / "tiny"
+#: Version 2 of the built-in model (128 px on 32x32 latents), shipped beside "tiny" (version 1)
+#: until everything trained on version 1 (probe, ControlNet, LCM-LoRA, LoRA) is rebuilt on it.
+TINY_V2 = "tiny-v2"
+PACKAGE_MODELS = Path(__file__).parent / "models"
+TINY_MODEL_DIR = PACKAGE_MODELS / "tiny"
+#: The built-in models by name: each folder is a diffusers pipeline, with its own ControlNet
+#: (``controlnet/``) and LCM-LoRA (``lcm_lora/``) beside it where they have been trained.
+BUILTIN_MODELS: dict[str, Path] = {TINY: TINY_MODEL_DIR, TINY_V2: PACKAGE_MODELS / "tiny_v2"}
 TINY_CONTROLNET_DIR = TINY_MODEL_DIR / "controlnet"
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_canny"
@@ -74,8 +83,8 @@ RECOMMENDED_SETTINGS: dict[str, tuple[int, float]] = {
 
 _RENAMED_MODELS = {"runwayml/stable-diffusion-v1-5": SD15}
 
-# The LCM-LoRA that scheduler="lcm" loads: the kit's own for "tiny", the public one for SD1.5 models.
-TINY_LCM_LORA_DIR = Path(__file__).parent / "models" / "tiny_lcm_lora"
+# The LCM-LoRA that scheduler="lcm" loads: the kit's own for a built-in model, the public one for SD1.5 models.
+TINY_LCM_LORA_DIR = PACKAGE_MODELS / "tiny_lcm_lora"
 SD15_LCM_LORA = "latent-consistency/lcm-lora-sdv1-5"
 LCM_ADAPTER = "lcm"
 
@@ -94,6 +103,8 @@ class PipelineInfo:
     clip_skip: int | None
     device: str
     dtype: str
+    #: ``model_hash.model_hash`` of the loaded weights (None where they can't be read, e.g. not cached)
+    model_hash: str | None = None
 
 
 # One set of components per (model, device, dtype, safety): the "never load twice" cache.
@@ -168,24 +179,42 @@ def set_scheduler(pipe: DiffusionPipeline, name: str, lcm_lora: str | None = Non
     return pipe
 
 
+def builtin_model_dir(model: str) -> Path | None:
+    """The folder of a built-in model (``"tiny"``, ``"tiny-v2"``), None for any other name."""
+    return BUILTIN_MODELS.get(str(model))
+
+
+def _builtin_part(model: str, part: str, what: str, how: str) -> Path:
+    """``controlnet/`` or ``lcm_lora/`` of a built-in model, or an error that names where one exists."""
+    folder = _part_dir(model, part)
+    if (folder / ("config.json" if part == "controlnet" else "pytorch_lora_weights.safetensors")).exists():
+        return folder
+    others = [name for name in BUILTIN_MODELS if name != model and _part_dir(name, part).is_dir()]
+    hint = f" model={others[0]!r} has one (see its model card)." if others else ""
+    raise ModelNotFoundError(f"The built-in model {model!r} has no {what} yet (nothing in {folder}); a {what} "
+                             f"only works with the base it was trained for: train one with `{how}`.{hint}")
+
+
+def _part_dir(model: str, part: str) -> Path:
+    # version 1's LCM-LoRA predates the per-model layout and keeps its own folder
+    return TINY_LCM_LORA_DIR if (model, part) == (TINY, "lcm_lora") else BUILTIN_MODELS[model] / part
+
+
 def default_lcm_lora(model: str) -> str:
-    """The LCM-LoRA for ``model``: the kit's own for ``"tiny"``, ``latent-consistency/lcm-lora-sdv1-5``
+    """The LCM-LoRA for ``model``: the kit's own for a built-in model, ``latent-consistency/lcm-lora-sdv1-5``
     for every other (Stable Diffusion 1.x) model.
 
     >>> default_lcm_lora("anything-v5.safetensors")
     'latent-consistency/lcm-lora-sdv1-5'
     """
-    if model == TINY:
-        if not (TINY_LCM_LORA_DIR / "pytorch_lora_weights.safetensors").exists():
-            raise ModelNotFoundError(f"The built-in LCM-LoRA is missing from {TINY_LCM_LORA_DIR}. "
-                                     "Distil it with `python -m animegen_utils.fast distill`.")
-        return str(TINY_LCM_LORA_DIR)
+    if model in BUILTIN_MODELS:
+        return str(_builtin_part(model, "lcm_lora", "LCM-LoRA", "python -m animegen_utils.fast distill"))
     return SD15_LCM_LORA
 
 
 def _lcm_adapter_name(source: str) -> str:
     """``"lcm"`` for the default LCM-LoRAs, ``"lcm_<name>"`` for one the caller chose."""
-    if source in (str(TINY_LCM_LORA_DIR), SD15_LCM_LORA):
+    if source in (SD15_LCM_LORA, str(TINY_LCM_LORA_DIR), *(str(d / "lcm_lora") for d in BUILTIN_MODELS.values())):
         return LCM_ADAPTER
     stem = Path(source.rstrip("/")).name.removesuffix(".safetensors")
     return LCM_ADAPTER + "_" + ("".join(c if c.isalnum() else "_" for c in stem).strip("_").lower() or "custom")
@@ -310,13 +339,14 @@ def _load_base(model: str, dtype: torch.dtype, safety_checker: bool, config: str
         kwargs["variant"] = variant
     path = Path(model).expanduser()
     try:
-        if model == TINY:
-            if not (TINY_MODEL_DIR / "model_index.json").exists():
+        if model in BUILTIN_MODELS:
+            folder = BUILTIN_MODELS[model]
+            if not (folder / "model_index.json").exists():
                 raise ModelNotFoundError(
-                    f"The built-in model is missing from {TINY_MODEL_DIR}. "
+                    f"The built-in model {model!r} is missing from {folder}. "
                     "Train it with `python -m animegen_utils.toyworld.train`."
                 )
-            return StableDiffusionPipeline.from_pretrained(TINY_MODEL_DIR, local_files_only=True, **kwargs)
+            return StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, **kwargs)
         if path.suffix in SINGLE_FILE_SUFFIXES:
             return _load_single_file(StableDiffusionPipeline, path, config, SD15, kwargs)
         if path.is_dir():
@@ -356,15 +386,31 @@ def controlnet_from_unet(unet, vae_scale_factor: int = 8) -> ControlNetModel:
     return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels).to(unet.dtype)
 
 
+def check_controlnet_fits(controlnet: ControlNetModel, unet) -> None:
+    """A ControlNet adds residuals to the UNet's skip connections: it must have been made from a UNet
+    of the same shape, or diffusers fails deep inside a forward pass (or, worse, broadcasts)."""
+    keys = ("block_out_channels", "layers_per_block", "cross_attention_dim", "down_block_types", "in_channels")
+    differ = [k for k in keys if tuple(_as_tuple(controlnet.config.get(k))) != tuple(_as_tuple(unet.config.get(k)))]
+    if differ:
+        shown = ", ".join(f"{k} {_as_tuple(controlnet.config.get(k))} vs the UNet's {_as_tuple(unet.config.get(k))}"
+                          for k in differ)
+        raise ValueError(f"This ControlNet was made for another base model architecture ({shown}). "
+                         "Load the ControlNet trained for this base model.")
+
+
+def _as_tuple(value) -> tuple:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
 def _load_controlnet(controlnet: str | ControlNetModel | None, base: StableDiffusionPipeline,
                      model: str, dtype: torch.dtype, config: str | None = None) -> ControlNetModel:
     if isinstance(controlnet, ControlNetModel):
         return controlnet
-    if controlnet == TINY or (controlnet is None and model == TINY):
-        if not (TINY_CONTROLNET_DIR / "config.json").exists():
-            raise ModelNotFoundError(f"The built-in ControlNet is missing from {TINY_CONTROLNET_DIR}. "
-                                     "Train it with `python -m animegen_utils.control train`.")
-        return ControlNetModel.from_pretrained(TINY_CONTROLNET_DIR, local_files_only=True, dtype=dtype)
+    if controlnet == TINY or (controlnet is None and model in BUILTIN_MODELS):
+        # "tiny" as a ControlNet: the built-in one of the built-in base ("tiny"'s for other bases)
+        folder = _builtin_part(model if model in BUILTIN_MODELS else TINY, "controlnet", "ControlNet",
+                               "python -m animegen_utils.control train")
+        return ControlNetModel.from_pretrained(folder, local_files_only=True, dtype=dtype)
     name = controlnet or DEFAULT_CONTROLNET
     path = Path(name).expanduser()
     check_config(name, config, kwarg="controlnet_config")
@@ -427,6 +473,7 @@ def switch_task(pipe: DiffusionPipeline, task: str, controlnet: str | ControlNet
                 _CONTROLNETS[key] = _load_controlnet(controlnet, pipe, info.model, pipe.dtype,
                                                      controlnet_config).to(pipe.device)
             cn = _CONTROLNETS[key]
+        check_controlnet_fits(cn, pipe.unet)
         extra["controlnet"] = cn
     new = _pipeline_from_components(TASKS[task], pipe, extra)
     new.animegen_scheduler_config = model_scheduler_config(pipe)
@@ -499,7 +546,8 @@ def load_pipeline(
         if base.device != dev:
             base = base.to(dev)
         base.animegen_info = PipelineInfo(model, "txt2img", scheduler, clip_skip, str(dev),
-                                          str(torch_dtype).replace("torch.", ""))
+                                          str(torch_dtype).replace("torch.", ""),
+                                          model_hash(BUILTIN_MODELS.get(model, model), variant))
         _LOADED[key] = base
     pipe = switch_task(base, task, controlnet=controlnet, scheduler=scheduler, lcm_lora=lcm_lora,
                        controlnet_config=controlnet_config)

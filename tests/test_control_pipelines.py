@@ -254,3 +254,17 @@ def test_the_shipped_controlnet_was_trained_with_the_default_config():
 
     record = json.loads((TINY_CONTROLNET_DIR / "training.json").read_text())
     assert record["config"] == dataclasses.asdict(ControlTrainConfig())
+
+
+def test_tiny_version_2_has_no_controlnet_yet_and_says_where_one_is():
+    with pytest.raises(ModelNotFoundError, match=r"'tiny-v2' has no ControlNet yet .*control train.* model='tiny' has one"):
+        load_pipeline("tiny-v2", task="controlnet")
+
+
+def test_a_controlnet_made_for_another_architecture_is_refused_before_drawing(dummy_model_dir):
+    from animegen_utils.toyworld.model import TinyConfig, make_unet
+
+    other = controlnet_from_unet(make_unet(TinyConfig()), vae_scale_factor=4)  # version 2's shape
+    with pytest.raises(ValueError, match=r"made for another base model architecture \(block_out_channels "
+                                         r"\(16, 32, 64, 128\) vs the UNet's \(32, 64, 128\)"):
+        load_pipeline(str(dummy_model_dir), task="controlnet", controlnet=other)

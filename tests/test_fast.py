@@ -279,3 +279,8 @@ def test_lcm_timesteps_follow_the_adapters_skip_schedule(dummy_model_dir, tmp_pa
     plain = load_pipeline(str(dummy_model_dir), scheduler="lcm", lcm_lora=str(_random_lora(
         pipe.unet, tmp_path / "public", LCM_TARGET_MODULES, seed=1).parent))
     assert plain.scheduler.config.original_inference_steps == 50
+
+
+def test_tiny_version_2_has_no_lcm_lora_yet_and_says_where_one_is():
+    with pytest.raises(ModelNotFoundError, match=r"'tiny-v2' has no LCM-LoRA yet .*fast distill.* model='tiny' has one"):
+        load_pipeline("tiny-v2", scheduler="lcm")

@@ -167,3 +167,12 @@ def test_builtin_controlnet_is_the_trained_one():
     assert isinstance(cn, StableDiffusionControlNetPipeline)
     assert any(p.abs().sum() > 0 for n, p in cn.controlnet.named_parameters() if "zero_conv" in n or "controlnet_down" in n)
     assert cn.unet is load_pipeline("tiny").unet
+
+
+def test_builtin_version_2_loads_offline_at_128_px():
+    pipe = load_pipeline("tiny-v2")
+    assert pipeline_info(pipe).model == "tiny-v2"
+    assert pipe.unet.config.sample_size == 32 and pipe.vae_scale_factor == 4  # 128 px on 32x32 latents
+    [g] = generate(pipe, "1girl, smile, red hair, green eyes", seed=0, steps=2, progress=False)
+    assert g.image.size == (128, 128)
+    assert pipeline_info(pipe).model_hash != pipeline_info(load_pipeline("tiny")).model_hash

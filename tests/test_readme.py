@@ -49,9 +49,9 @@ CHEAP_VARIANTS: dict[str, str | None] = {
     # The whole suite is `make test` (CI); here one test file proves the command line works.
     "pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg":
         "pytest tests/test_prompts.py --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider",
-    "python -m animegen_utils.toyworld.train --unet-steps 8000":
+    "python -m animegen_utils.toyworld.train":
         "python -m animegen_utils.toyworld.train --n-images 64 --vae-steps 2 --decoder-steps 2 --unet-steps 2 "
-        "--batch 8 --vae-batch 8 --warmup 1 --checkpoint-every 1 --no-progress",
+        "--text-steps 2 --text-batch 4 --batch 8 --vae-batch 8 --warmup 1 --checkpoint-every 1 --no-progress",
     "python -m animegen_utils.lora train --data data/sample/training_data --output outputs/03/lora "
     "--max-train-steps 500":
         "python -m animegen_utils.lora train --data data/sample/training_data --output outputs/03/lora "

@@ -52,6 +52,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..cli import add_config_flags, config_from_args, use_threads_from_env
+from ..model_hash import model_hash
 from ..pipelines import TINY_MODEL_DIR, controlnet_from_unet
 from ..toyworld.captions import caption_for
 from ..toyworld.dataset import sample_attributes
@@ -357,7 +358,8 @@ def train(cfg: ControlTrainConfig, out: Path = CONTROLNET_DIR, work: Path = Path
         "command": "python -m animegen_utils.control train " + " ".join(sys.argv[2:]) if "control" in sys.argv[0] else "train()",
         "git_revision": git_revision(),
         "config": dataclasses.asdict(cfg),
-        "base_model": "animegen_utils/models/tiny",
+        "base_model": model_dir.name if model_dir.parent.name == "models" else str(model_dir),
+        "base_model_hash": model_hash(model_dir),
         "train_seconds": round(time.time() - started, 1),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -30,7 +30,7 @@ def format_table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from ..pipelines import SCHEDULERS, TINY, load_pipeline
+    from ..pipelines import BUILTIN_MODELS, SCHEDULERS, load_pipeline
 
     parser = argparse.ArgumentParser(description="Adherence (per attribute) and diversity of a model's images.")
     parser.add_argument("--model", default="tiny")
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--diversity-seeds", type=int, default=4)
     parser.add_argument("--output", type=Path, default=None, help="write the report as JSON here")
     args = parser.parse_args(argv)
-    kind = args.scorer if args.scorer != "auto" else ("probe" if args.model == TINY else "clip")
+    kind = args.scorer if args.scorer != "auto" else ("probe" if args.model in BUILTIN_MODELS else "clip")
     scorer = ProbeScorer() if kind == "probe" else ClipScorer(args.clip_model)
     pipe = load_pipeline(args.model, scheduler=args.scheduler, config=args.config)
     report = evaluate_model(pipe, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,

@@ -43,11 +43,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..pipelines import TINY
+from ..pipelines import TINY, TINY_LCM_LORA_DIR
 from ..prompts import DEFAULT_NEGATIVE_TAGS
 
-PACKAGE_MODELS = Path(__file__).resolve().parent.parent / "models"
-TINY_LCM_LORA_DIR = PACKAGE_MODELS / "tiny_lcm_lora"
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 
 # The recipe's default LoRA targets: every linear and conv layer of the UNet, not only attention,

@@ -8,7 +8,10 @@ from dataclasses import asdict
 def model_card(result, dataset, resolution: int, prediction_type: str, processes: int) -> str:
     """Markdown: base model, data summary, every hyperparameter, the last validation grid."""
     cfg = result.config
-    base = "the kit's built-in toy model (animegen_utils/models/tiny)" if cfg.model == "tiny" else f"`{cfg.model}`"
+    from ..pipelines import BUILTIN_MODELS
+
+    base = (f"the kit's built-in toy model `{cfg.model}` (animegen_utils/models/{BUILTIN_MODELS[cfg.model].name})"
+            if cfg.model in BUILTIN_MODELS else f"`{cfg.model}`")
     rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in asdict(cfg).items())
     grid = ""
     if result.validation_grids:

@@ -162,13 +162,13 @@ def load_training_components(model: str, dtype: torch.dtype = torch.float32,
     """
     from diffusers import DDPMScheduler, StableDiffusionPipeline
 
-    from ..pipelines import (SD15, TINY, TINY_MODEL_DIR, ModelNotFoundError, _load_single_file, _missing_model_error,
+    from ..pipelines import (BUILTIN_MODELS, SD15, ModelNotFoundError, _load_single_file, _missing_model_error,
                              is_single_file)
 
     kwargs: dict[str, Any] = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
     try:
-        if model == TINY:
-            pipe = StableDiffusionPipeline.from_pretrained(TINY_MODEL_DIR, local_files_only=True, **kwargs)
+        if model in BUILTIN_MODELS:
+            pipe = StableDiffusionPipeline.from_pretrained(BUILTIN_MODELS[model], local_files_only=True, **kwargs)
         elif is_single_file(model):
             pipe = _load_single_file(StableDiffusionPipeline, Path(model).expanduser(), config, SD15, kwargs)
         else:

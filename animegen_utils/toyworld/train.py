@@ -33,11 +33,12 @@ from tqdm.auto import tqdm
 
 from .. import prompts
 from ..cli import add_config_flags, config_from_args, use_threads_from_env
-from ..pipelines import TINY_MODEL_DIR
+from ..pipelines import BUILTIN_MODELS, TINY_V2
 from .captions import caption_for
 from .dataset import render_arrays
 from .model import TinyConfig, make_scheduler, make_text_encoder, make_tokenizer, make_unet, make_vae
 from .render import CharacterAttributes
+from .text_heads import AttributeHeads
 
 
 #: ``callback(stage, step)``: called after each training step of the VAE, UNet and decoder stages.
@@ -54,7 +55,7 @@ class TrainConfig:
     vae_crop: int = 64                 # VAE and decoder train on random crops of this size
     decoder_steps: int = 3_000         # decoder-only refinement, encoder frozen
     decoder_lr: float = 3e-4
-    unet_steps: int = 10_000
+    unet_steps: int = 8_000
     batch: int = 32
     lr: float = 5e-4
     warmup: int = 200
@@ -62,6 +63,10 @@ class TrainConfig:
     junk_caption_prob: float = 0.05    # negative-prompt words alone also mean "unconditional"
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
+    text_steps: int = 400              # text-only stage: attribute heads bind colours to nouns
+    text_batch: int = 64
+    text_lr: float = 1e-3
+    text_aux_weight: float = 0.1       # the heads' loss beside the diffusion loss afterwards
     checkpoint_every: int = 250
     log_every: int = 25
 
@@ -250,30 +255,81 @@ def cache_latents(vae, images: torch.Tensor, work: Path, progress: bool = True) 
     return mean, std, scaling
 
 
-def _caption(attrs: CharacterAttributes, rng: random.Random, cfg: TrainConfig) -> str:
+def _caption(attrs: CharacterAttributes, rng: random.Random, cfg: TrainConfig) -> tuple[str, CharacterAttributes | None]:
+    """A training caption and the character it describes (None for an empty or junk caption)."""
     r = rng.random()
     if r < cfg.empty_caption_prob:
-        return ""
+        return "", None
     if r < cfg.empty_caption_prob + cfg.junk_caption_prob:
-        return ", ".join(rng.sample(prompts.DEFAULT_NEGATIVE_TAGS, rng.randint(2, 8)))
-    return caption_for(attrs, rng)
+        return ", ".join(rng.sample(prompts.DEFAULT_NEGATIVE_TAGS, rng.randint(2, 8))), None
+    return caption_for(attrs, rng), attrs
+
+
+def _caption_batch(tokenizer, attrs: list, idx: torch.Tensor, rng: random.Random, cfg: TrainConfig):
+    pairs = [_caption(attrs[i], rng, cfg) for i in idx.tolist()]
+    ids = tokenizer([c for c, _ in pairs], padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    return ids, [a for _, a in pairs]
+
+
+def train_text(cfg: TrainConfig, tiny: TinyConfig, tokenizer, attrs: list, work: Path, progress: bool = True,
+               callback: StepCallback | None = None):
+    """Text-only stage: the encoder learns to bind each colour to its noun (``text_heads``)."""
+    path = work / "text.pt"
+    torch.manual_seed(cfg.seed + 2)
+    text_encoder = make_text_encoder(tiny, tokenizer)
+    torch.manual_seed(cfg.seed + 4)
+    heads = AttributeHeads(tiny.text_width, tokenizer)
+    params = list(text_encoder.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.text_lr, weight_decay=0.01)
+    step, ck = 0, None
+    if path.exists():
+        ck = torch.load(path, weights_only=False)
+        text_encoder.load_state_dict(ck["text_encoder"]); heads.load_state_dict(ck["heads"])
+        opt.load_state_dict(ck["opt"]); step = ck["step"]
+    gen = _generator(cfg.seed + 4000 + step, ck)
+    bar = tqdm(total=cfg.text_steps, initial=step, desc="text", disable=not progress)
+    text_encoder.train()
+    while step < cfg.text_steps:
+        rng = random.Random(f"text-captions:{cfg.seed}:{step}")
+        idx = torch.randint(0, len(attrs), (cfg.text_batch,), generator=gen)
+        ids, described = _caption_batch(tokenizer, attrs, idx, rng, cfg)
+        out = text_encoder(ids)
+        loss = heads.loss(out.last_hidden_state, out.pooler_output, ids, described)
+        _optimizer_step(opt, params, loss, _lr_at(step, cfg.text_steps, cfg.text_lr, cfg.warmup))
+        step += 1
+        _report(bar, work, "text", step, loss.item(), cfg.log_every)
+        if step % cfg.checkpoint_every == 0 or step == cfg.text_steps:
+            _atomic_save({"text_encoder": text_encoder.state_dict(), "heads": heads.state_dict(),
+                          "opt": opt.state_dict(), "step": step, "gen": gen.get_state()}, path)
+        if callback is not None:
+            callback("text", step)
+    bar.close()
+    return text_encoder, heads
 
 
 def train_unet(cfg: TrainConfig, tiny: TinyConfig, tokenizer, latents: tuple, attrs: list, work: Path,
-               progress: bool = True, callback: StepCallback | None = None):
+               progress: bool = True, callback: StepCallback | None = None, text: tuple | None = None):
+    """Train UNet and text encoder together; ``text`` is ``train_text``'s (encoder, heads), if it ran."""
     mean, std, scaling = latents
     path = work / "unet.pt"
     torch.manual_seed(cfg.seed + 1)
     unet = make_unet(tiny)
-    torch.manual_seed(cfg.seed + 2)
-    text_encoder = make_text_encoder(tiny, tokenizer)
+    if text is None:
+        torch.manual_seed(cfg.seed + 2)
+        text_encoder, heads = make_text_encoder(tiny, tokenizer), None
+    else:
+        text_encoder, heads = text
+    aux = heads is not None and cfg.text_aux_weight > 0
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(params + (list(heads.parameters()) if aux else []), lr=cfg.lr, weight_decay=0.01)
     ema = [p.detach().clone() for p in params]
     step, ck = 0, None
     if path.exists():
         ck = torch.load(path, weights_only=False)
         unet.load_state_dict(ck["unet"]); text_encoder.load_state_dict(ck["text_encoder"])
+        if aux:
+            heads.load_state_dict(ck["heads"])
         opt.load_state_dict(ck["opt"]); ema = ck["ema"]; step = ck["step"]; _set_rng_state(ck["rng"])
     scheduler = make_scheduler()
     alphas = scheduler.alphas_cumprod
@@ -285,17 +341,21 @@ def train_unet(cfg: TrainConfig, tiny: TinyConfig, tokenizer, latents: tuple, at
         rng = random.Random(f"captions:{cfg.seed}:{step}")
         idx = torch.randint(0, len(mean), (cfg.batch,), generator=gen)
         z = (mean[idx] + std[idx] * torch.randn(std[idx].shape, generator=gen)) * scaling
-        captions = [_caption(attrs[i], rng, cfg) for i in idx.tolist()]
-        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
-                        truncation=True, return_tensors="pt").input_ids
+        ids, described = _caption_batch(tokenizer, attrs, idx, rng, cfg)
         noise = torch.randn(z.shape, generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch,), generator=gen)
         noisy = scheduler.add_noise(z, noise, t)
-        pred = unet(noisy, t, text_encoder(ids)[0]).sample
+        text_out = text_encoder(ids)
+        pred = unet(noisy, t, text_out.last_hidden_state).sample
         # min-SNR-gamma: stops easy low-noise steps from dominating the loss.
         weight = torch.clamp(snr[t], max=cfg.min_snr_gamma) / snr[t]
         loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
-        _optimizer_step(opt, params, loss, _lr_at(step, cfg.unet_steps, cfg.lr, cfg.warmup))
+        total = loss
+        if aux:
+            total = loss + cfg.text_aux_weight * heads.loss(text_out.last_hidden_state, text_out.pooler_output,
+                                                            ids, described)
+        _optimizer_step(opt, params + (list(heads.parameters()) if aux else []), total,
+                        _lr_at(step, cfg.unet_steps, cfg.lr, cfg.warmup))
         step += 1
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
@@ -303,8 +363,11 @@ def train_unet(cfg: TrainConfig, tiny: TinyConfig, tokenizer, latents: tuple, at
                 e.lerp_(p.detach(), 1 - decay)
         _report(bar, work, "unet", step, loss.item(), cfg.log_every)
         if step % cfg.checkpoint_every == 0 or step == cfg.unet_steps:
-            _atomic_save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict(),
-                          "ema": ema, "step": step, "rng": _rng_state(), "gen": gen.get_state()}, path)
+            state = {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "opt": opt.state_dict(),
+                     "ema": ema, "step": step, "rng": _rng_state(), "gen": gen.get_state()}
+            if aux:
+                state["heads"] = heads.state_dict()
+            _atomic_save(state, path)
         if callback is not None:
             callback("unet", step)
     bar.close()
@@ -327,9 +390,9 @@ def plot_loss_curves(work: Path, out: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    stages = (("vae", "VAE reconstruction (L1+MSE)"), ("unet", "UNet noise loss (min-SNR)"),
-              ("decoder", "decoder refinement (detail-weighted)"))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    stages = (("vae", "VAE reconstruction (L1+MSE)"), ("text", "text encoder: attribute heads"),
+              ("unet", "UNet noise loss (min-SNR)"), ("decoder", "decoder refinement (detail-weighted)"))
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
     for ax, (stage, title) in zip(axes, stages):
         pts = {}
         for r in records:
@@ -379,7 +442,7 @@ def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet) -> None:
             shutil.copyfile(source / name, out / "tokenizer" / name)
 
 
-def train(cfg: TrainConfig, out: Path = TINY_MODEL_DIR, work: Path = Path("runs/tiny"),
+def train(cfg: TrainConfig, out: Path = BUILTIN_MODELS[TINY_V2], work: Path = Path("runs/tiny"),
           progress: bool = True, callback: StepCallback | None = None) -> Path:
     """Run every stage (resuming from ``work``) and save the pipeline to ``out``.
 
@@ -405,7 +468,9 @@ def train(cfg: TrainConfig, out: Path = TINY_MODEL_DIR, work: Path = Path("runs/
     vae = timed("vae", train_vae, cfg, tiny, images, work, progress, callback)
     latents = timed("latents", cache_latents, vae, images, work, progress)
     vae.register_to_config(scaling_factor=latents[2])
-    unet, text_encoder = timed("unet", train_unet, cfg, tiny, tokenizer, latents, attrs, work, progress, callback)
+    text = timed("text", train_text, cfg, tiny, tokenizer, attrs, work, progress, callback) if cfg.text_steps else None
+    unet, text_encoder = timed("unet", train_unet, cfg, tiny, tokenizer, latents, attrs, work, progress, callback,
+                               text)
     vae = timed("decoder", finetune_decoder, cfg, vae, images, work, progress, callback)
     save_pipeline(out, vae, text_encoder, tokenizer, unet)
     plot_loss_curves(work, out)
@@ -428,7 +493,8 @@ def train(cfg: TrainConfig, out: Path = TINY_MODEL_DIR, work: Path = Path("runs/
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser, TrainConfig)
-    parser.add_argument("--out", type=Path, default=TINY_MODEL_DIR, help="where the pipeline is saved")
+    parser.add_argument("--out", type=Path, default=BUILTIN_MODELS[TINY_V2],
+                        help="where the pipeline is saved (version 2's folder, loaded as model='tiny-v2')")
     parser.add_argument("--work", type=Path, default=Path("runs/tiny"), help="checkpoints, cached data, logs")
     parser.add_argument("--fresh", action="store_true", help="ignore checkpoints in --work")
     parser.add_argument("--no-progress", action="store_true")
@@ -436,7 +502,7 @@ def main(argv: list[str] | None = None) -> None:
     use_threads_from_env()
     cfg = config_from_args(args, TrainConfig)
     if args.fresh:
-        for name in ("data.pt", "vae.pt", "latents.pt", "unet.pt", "decoder.pt", "train_log.jsonl"):
+        for name in ("data.pt", "vae.pt", "latents.pt", "text.pt", "unet.pt", "decoder.pt", "train_log.jsonl"):
             (args.work / name).unlink(missing_ok=True)
     out = train(cfg, args.out, args.work, progress=not args.no_progress)
     print(f"saved the pipeline to {out}")
