@@ -179,11 +179,6 @@ def set_scheduler(pipe: DiffusionPipeline, name: str, lcm_lora: str | None = Non
     return pipe
 
 
-def builtin_model_dir(model: str) -> Path | None:
-    """The folder of a built-in model (``"tiny"``, ``"tiny-v2"``), None for any other name."""
-    return BUILTIN_MODELS.get(str(model))
-
-
 def _builtin_part(model: str, part: str, what: str, how: str) -> Path:
     """``controlnet/`` or ``lcm_lora/`` of a built-in model, or an error that names where one exists."""
     folder = _part_dir(model, part)

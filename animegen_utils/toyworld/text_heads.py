@@ -97,7 +97,7 @@ class AttributeHeads(nn.Module):
     @torch.no_grad()
     def accuracy(self, hidden: torch.Tensor, pooled: torch.Tensor, ids: torch.Tensor,
                  attrs: Sequence[CharacterAttributes]) -> dict[str, float]:
-        """Read-out accuracy per head on described captions (for the training log)."""
+        """Read-out accuracy per head on described captions: how well the encoder has bound them."""
         (rows, positions), colours = self.noun_labels(ids)
         result = {"noun_colour": float((self.noun_head(hidden[rows, positions]).argmax(-1) == colours)
                                        .float().mean()) if len(rows) else float("nan")}
