@@ -57,7 +57,7 @@ from ..pipelines import TINY_MODEL_DIR, controlnet_from_unet
 from ..toyworld.captions import caption_for
 from ..toyworld.dataset import sample_attributes
 from ..toyworld.render import render_supersampled
-from ..toyworld.train import git_revision
+from ..published import git_revision
 from .preprocess import auto_canny_thresholds
 
 CONTROLNET_DIR = TINY_MODEL_DIR / "controlnet"

@@ -25,7 +25,8 @@ from animegen_utils.prompts import EMOTIONS
 from .captions import caption_for
 from .render import ATTRIBUTE_CHOICES, CharacterAttributes, RenderResult, render_character
 
-__all__ = ["make_dataset", "iter_samples", "render_arrays", "sample_attributes", "load_dataset", "emotion_folder"]
+__all__ = ["make_dataset", "iter_samples", "render_arrays", "render_seed", "sample_attributes", "load_dataset",
+           "emotion_folder"]
 
 TRAINING_DIR = "training_data"
 METADATA_FILE = "metadata.jsonl"
@@ -48,6 +49,11 @@ def sample_attributes(index: int, seed: int = 0) -> tuple[CharacterAttributes, r
     return CharacterAttributes(**values), rng
 
 
+def render_seed(index: int, seed: int = 0) -> int:
+    """The seed ``render_character`` draws sample ``index`` of ``seed`` with (see ``iter_samples``)."""
+    return sample_attributes(index, seed)[1].getrandbits(31)
+
+
 def iter_samples(n: int, seed: int = 0, size: int = 64, start: int = 0,
                  shuffle: bool = True, extras: bool = True
                  ) -> Iterator[tuple[RenderResult, str, int]]:
@@ -56,9 +62,9 @@ def iter_samples(n: int, seed: int = 0, size: int = 64, start: int = 0,
         raise ValueError(f"n must be >= 0, got {n}")
     for i in range(start, start + n):
         attrs, rng = sample_attributes(i, seed)
-        render_seed = rng.getrandbits(31)
+        drawn_with = rng.getrandbits(31)
         caption = caption_for(attrs, rng, shuffle=shuffle, extras=extras)
-        yield render_character(attrs, render_seed, size=size), caption, render_seed
+        yield render_character(attrs, drawn_with, size=size), caption, drawn_with
 
 
 def _render_chunk(args: tuple[int, int, int, int]):
@@ -124,12 +130,12 @@ def make_dataset(out_dir: str | Path, n: int, seed: int = 0, size: int = 64,
 
         samples = tqdm(samples, total=n, desc="toyworld", unit="img")
     lines = []
-    for i, (result, caption, render_seed) in enumerate(samples):
+    for i, (result, caption, drawn_with) in enumerate(samples):
         attrs = result.attributes
         rel = f"{emotion_folder(attrs.emotion)}/{i:06d}.png"
         result.image.save(root / rel, format="PNG")
         (root / rel).with_suffix(".txt").write_text(caption + "\n", encoding="utf-8")
-        record = {"file_name": rel, "text": caption, **attrs.to_dict(), "seed": render_seed}
+        record = {"file_name": rel, "text": caption, **attrs.to_dict(), "seed": drawn_with}
         lines.append(json.dumps(record, ensure_ascii=False))
     tmp = root / (METADATA_FILE + ".tmp")
     tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")

@@ -36,6 +36,7 @@ __all__ = [
     "RenderResult",
     "render_character",
     "render_supersampled",
+    "eye_boxes",
     "ATTRIBUTE_CHOICES",
     "HAIR_RGB",
     "EYE_RGB",
@@ -287,6 +288,27 @@ TORSO = [(0.40, 0.74), (0.60, 0.74), (0.76, 0.79), (0.84, 0.86), (0.87, 1.2),
          (0.13, 1.2), (0.16, 0.86), (0.24, 0.79)]
 FACE = [(0.255, 0.44), (0.27, 0.54), (0.31, 0.615), (0.42, 0.685), (0.5, 0.71),
         (0.58, 0.685), (0.69, 0.615), (0.73, 0.54), (0.745, 0.44)]
+
+
+def eye_boxes(seed: int) -> list[tuple[float, float, float, float]]:
+    """Where ``render_character(..., seed)`` draws each eye: ``(x0, y0, x1, y1)`` as
+    fractions of the image, whatever the attributes (the jitter comes from ``seed`` alone).
+
+    Training uses it to weight the loss on the eyes, a few pixels wide but an attribute.
+
+    >>> [tuple(round(v, 3) for v in box) for box in eye_boxes(3)][0]
+    (0.296, 0.362, 0.428, 0.532)
+    """
+    var = _draw_variation(random.Random(int(seed)))
+    s, dx, dy = var["scale"], var["dx"], var["dy"]
+    rx, ry = 0.062, 0.080  # the bigger (surprised) eye: the box holds every emotion's
+    boxes = []
+    for side in (-1, 1):
+        cx = FACE_CX + side * EYE_DX
+        x0, x1 = (0.5 + (u - 0.5) * s + dx for u in (cx - rx, cx + rx))
+        y0, y1 = (0.5 + (v - 0.5) * s + dy for v in (EYE_Y - ry, EYE_Y + ry))
+        boxes.append((x0, y0, x1, y1))
+    return boxes
 
 
 def _mirror(points):
