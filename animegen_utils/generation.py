@@ -56,8 +56,10 @@ class Generation:
 
     image: Image.Image
     params: dict[str, Any] = field(default_factory=dict)
-    # Set by ``reproduce``: the largest per-channel difference (0-255) from the saved image.
+    # Set by ``reproduce``: the largest per-channel difference (0-255) from the saved image,
+    # and whether the model's weights differ from those that drew it (None: not recorded).
     max_pixel_diff: int | None = None
+    model_changed: bool | None = None
 
     def save(self, path: str | Path) -> Path:
         return save_image(self.image, path, self.params)
@@ -307,7 +309,7 @@ def generate(
         batch = list(zip(images, positives[sl], negatives[sl], seeds[sl]))
         for index, (image, pos, neg, s) in enumerate(batch):
             params = {
-                "model": info.model, "task": info.task, "prompt": pos, "negative": neg,
+                "model": info.model, "model_hash": info.model_hash, "task": info.task, "prompt": pos, "negative": neg,
                 "seed": s, "steps": steps, "guidance": guidance, "scheduler": info.scheduler,
                 "width": width, "height": height, "clip_skip": clip_skip,
                 # Rounding can depend on the batch shape: reproduce() redraws in the same one.
@@ -369,8 +371,10 @@ def a1111_parameters(params: dict[str, Any]) -> str:
     """The ``parameters`` text that A1111 and its readers (civitai, ComfyUI) understand."""
     sampler = SCHEDULERS.get(params.get("scheduler", ""), (None, None, params.get("scheduler")))[2]
     fields = [f"Steps: {params['steps']}", f"Sampler: {sampler}", f"CFG scale: {params['guidance']}",
-              f"Seed: {params['seed']}", f"Size: {params['width']}x{params['height']}",
-              f"Model: {params['model']}"]
+              f"Seed: {params['seed']}", f"Size: {params['width']}x{params['height']}"]
+    if params.get("model_hash"):
+        fields.append(f"Model hash: {params['model_hash']}")
+    fields.append(f"Model: {params['model']}")
     if params.get("clip_skip"):
         # A1111 counts the last layer as 1: its "Clip skip: 2" is diffusers' clip_skip=1.
         fields.append(f"Clip skip: {params['clip_skip'] + 1}")
@@ -453,7 +457,10 @@ def reproduce(path: str | Path, pipe=None, progress: bool = False, lora_dirs=Non
     redrawn in a batch of the size it was first drawn in, at the same position
     (the other places hold copies of it), so the kernels round the same way. The
     returned ``Generation`` carries ``max_pixel_diff``, the largest difference
-    from the saved pixels (0 to 255): 0 on the machine that made the file.
+    from the saved pixels (0 to 255): 0 on the machine that made the file. The file
+    records a hash of the model's weights beside its name: when the loaded model's
+    differs (``tiny`` retrained, a checkpoint replaced), a warning says the model has
+    changed and ``model_changed`` is True.
 
     A PNG from A1111, Forge or ComfyUI is drawn as the kit's picture of the same
     request: pass ``pipe=`` (their ``Model`` names a file on their machine),
@@ -481,11 +488,24 @@ def reproduce(path: str | Path, pipe=None, progress: bool = False, lora_dirs=Non
 
         unload_lora(pipe)  # the pipeline was made for this call: its LoRAs leave the shared weights
     again = gens[index]
+    again.model_changed = _model_changed(p, again.params.get("model_hash"), path)
     with Image.open(path) as saved:
         reference = np.asarray(saved.convert("RGB"), dtype=np.int16)
     again.params.update(batch_size=size, batch_index=index)
     again.max_pixel_diff = int(np.abs(np.asarray(again.image, dtype=np.int16) - reference).max())
     return again
+
+
+def _model_changed(p: dict[str, Any], now: str | None, path: str | Path) -> bool | None:
+    """Whether the weights differ from the ones that drew ``path`` (warned); None when either hash is unknown."""
+    then = p.get("model_hash")
+    if not then or not now:
+        return None
+    if then != now:
+        warnings.warn(f"{path} was drawn by {p['model']!r} with weights {then}; the loaded {p['model']!r} has weights "
+                      f"{now}. The model has changed since, so the picture differs by more than rounding.",
+                      stacklevel=3)
+    return then != now
 
 
 def _recorded_options(p: dict[str, Any]) -> dict[str, Any]:
@@ -512,5 +532,8 @@ def _reproduce_foreign(p: dict[str, Any], path: str | Path, pipe, progress: bool
     pipe = switch_task(pipe, pipeline_info(pipe).task, scheduler=kwargs.pop("scheduler"))
     prompt = kwargs.pop("prompt")
     [again] = generate(pipe, prompt, progress=progress, lora_dirs=lora_dirs, **kwargs)
+    # Their Model hash is a single checkpoint file's: comparable only with a pipeline loaded from one.
+    if Path(str(again.params["model"])).is_file():
+        again.model_changed = _model_changed(p, again.params.get("model_hash"), path)
     return again
 

@@ -117,6 +117,8 @@ def parse_infotext(text: str) -> dict[str, Any]:
             out["width"], out["height"] = int(m.group(1)), int(m.group(2))
         elif key == "Model":
             out["model"] = value
+        elif key == "Model hash":
+            out["model_hash"] = info[key] = value  # also informational: it names no setting
         elif key == "Clip skip":
             skip = _number(key, value, int)
             out["clip_skip"] = skip - 1 if skip > 1 else None  # A1111 counts the last layer as 1

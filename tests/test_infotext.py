@@ -227,6 +227,22 @@ def test_kit_png_still_reads_back_exactly(tiny, tmp_path):
     assert reproduce(path, pipe=tiny).max_pixel_diff == 0
 
 
+def test_a_png_of_weights_since_replaced_says_the_model_changed(tiny, tmp_path):
+    from animegen_utils.generation import save_image
+
+    [g] = generate(tiny, "1girl, smile", seed=2, steps=1, progress=False)
+    assert g.params["model_hash"] == tiny.animegen_info.model_hash and len(g.params["model_hash"]) == 10
+    assert f"Model hash: {g.params['model_hash']}, Model: tiny" in Image.open(g.save(tmp_path / "now.png")).info["parameters"]
+    assert reproduce(tmp_path / "now.png", pipe=tiny).model_changed is False
+    # The same picture as recorded by the weights 'tiny' had before a retraining.
+    old = save_image(g.image, tmp_path / "old.png", {**g.params, "model_hash": "0123456789"})
+    with pytest.warns(UserWarning, match="weights 0123456789; the loaded 'tiny' has weights .* model has changed"):
+        again = reproduce(old, pipe=tiny)
+    assert again.model_changed is True and again.max_pixel_diff == 0
+    before_hashes = {k: v for k, v in g.params.items() if k != "model_hash"}  # PNGs from before the hash was kept
+    assert reproduce(save_image(g.image, tmp_path / "older.png", before_hashes), pipe=tiny).model_changed is None
+
+
 def test_png_without_parameters_says_so(tmp_path):
     with pytest.raises(ValueError, match="no generation parameters"):
         read_parameters(_png(tmp_path / "plain.png"))

@@ -5,7 +5,10 @@
         --scorer clip --clip-model /content/clip-vit-base-patch32 --height 512 --width 512
 
 ``--scorer auto`` (the default) reads the built-in model's images with its attribute probe
-and any other model's with CLIP: the probe knows the toy world's drawings only.
+and any other model's with CLIP: the probe knows the toy world's drawings only. A model
+trained on the toy world from a folder takes the probe of its picture size:
+
+    python -m animegen_utils.evaluate --model runs/v2/model --scorer probe --probe animegen_utils/models/probe_v2
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from . import REPORT_KEYS, evaluate_model
 from .metrics import DEFAULT_CLIP, ClipScorer, ProbeScorer
+from .probe import load_probe, probe_dir_for
 
 SCORERS = ("auto", "probe", "clip")
 
@@ -44,6 +48,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--width", type=int, default=None, help="default: the model's native size")
     parser.add_argument("--scorer", default="auto", choices=SCORERS,
                         help="probe (the built-in model's attribute probe), clip, or auto: probe for 'tiny', clip otherwise")
+    parser.add_argument("--probe", type=Path, default=None,
+                        help="for --scorer probe: the probe's folder (default: the built-in model's own probe)")
     parser.add_argument("--clip-model", default=DEFAULT_CLIP, help="CLIP for --scorer clip: a Hub id or a local folder")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--diversity-prompts", type=int, default=5)
@@ -51,7 +57,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", type=Path, default=None, help="write the report as JSON here")
     args = parser.parse_args(argv)
     kind = args.scorer if args.scorer != "auto" else ("probe" if args.model in BUILTIN_MODELS else "clip")
-    scorer = ProbeScorer() if kind == "probe" else ClipScorer(args.clip_model)
+    if kind == "probe":
+        scorer = ProbeScorer(load_probe(args.probe or probe_dir_for(args.model)))
+    else:
+        scorer = ClipScorer(args.clip_model)
     pipe = load_pipeline(args.model, scheduler=args.scheduler, config=args.config)
     report = evaluate_model(pipe, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
                             scorer=scorer, batch_size=args.batch_size, diversity_prompts=args.diversity_prompts,

@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
-from .probe import ATTRIBUTES
+from .probe import ATTRIBUTES, load_probe, probe_dir_for
 
 HAIR, EYES = "hair_color", "eye_color"
 #: Colour words that name both a hair and an eye colour: only these can swap.
@@ -108,11 +108,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--probe", type=Path, default=None,
+                        help="the probe's folder (default: the built-in model's own probe)")
     parser.add_argument("--output", type=Path, default=None, help="write the report as JSON here")
     args = parser.parse_args(argv)
+    probe = load_probe(args.probe or probe_dir_for(args.model))
     pipe = load_pipeline(args.model)
     report = measure_binding(pipe, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
-                             progress=True)
+                             probe=probe, progress=True)
     report["model"] = pipeline_info(pipe).model
     print(f"swap rate {report['swap_rate']:.3f} on {report['n']} requests "
           f"(hair took the eye colour {report['hair_took_eye_colour']}, "

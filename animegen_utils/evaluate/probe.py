@@ -31,6 +31,21 @@ from tqdm.auto import tqdm
 from ..prompts import ATTRIBUTES
 
 PROBE_DIR = Path(__file__).resolve().parent.parent / "models" / "probe"
+#: Each built-in model's probe, trained on renders at that model's picture size.
+PROBE_DIRS: dict[str, Path] = {"tiny": PROBE_DIR, "tiny-v2": PROBE_DIR.parent / "probe_v2"}
+
+
+def probe_dir_for(model: str) -> Path:
+    """The probe that reads a built-in model's pictures (``ValueError`` naming them otherwise).
+
+    >>> probe_dir_for("tiny-v2").name
+    'probe_v2'
+    """
+    if model not in PROBE_DIRS:
+        raise ValueError(f"No attribute probe for {model!r}: the probes read the built-in models' toy-world "
+                         f"pictures ({', '.join(PROBE_DIRS)}); pass --probe DIR for a model trained on them, "
+                         "or score with CLIP")
+    return PROBE_DIRS[model]
 
 
 class AttributeProbe(nn.Module):

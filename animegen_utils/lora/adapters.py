@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 import weakref
 from pathlib import Path
 from typing import Any
@@ -173,8 +174,12 @@ def _load_weights(pipe, path_or_id: str, name: str, load_kwargs: dict[str, Any])
         pipe.load_lora_weights(path_or_id, adapter_name=name, **load_kwargs)
         return state_dict_sha256(state)
     if unet_part:
-        pipe.load_lora_into_unet(unet_part, network_alphas=alphas, unet=pipe.unet, adapter_name=name,
-                                 metadata=metadata, _pipeline=pipe)
+        with warnings.catch_warnings():
+            # Pipelines of one model share a UNet and keep their adapters apart by name
+            # (see the module docstring), so a second adapter on it is the design.
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
+            pipe.load_lora_into_unet(unet_part, network_alphas=alphas, unet=pipe.unet, adapter_name=name,
+                                     metadata=metadata, _pipeline=pipe)
     if text_part:
         if getattr(pipe, "text_encoder", None) is None:
             raise ValueError(f"{path_or_id} has text-encoder LoRA weights but the pipeline has no text encoder.")
@@ -247,8 +252,6 @@ def load_recorded_adapters(pipe, records: list[dict[str, Any]]) -> None:
 
 def check_recorded_adapters(pipe, records: list[dict[str, Any]], lcm_lora: dict[str, Any] | None = None) -> None:
     """Warn where ``pipe``'s adapters (and LCM-LoRA) differ from the ones an image records."""
-    import warnings
-
     have = {r["name"]: r for r in adapter_records(pipe)}
     problems = []
     for rec in records:
@@ -304,7 +307,12 @@ def unload_lora(pipe, name: str | None = None) -> None:
         if not entry.owners:
             del registry[n]
             if n in _present(_tuner_layers(pipe)):
-                pipe.delete_adapters(n)
+                with warnings.catch_warnings():
+                    # peft then activates another adapter on the shared UNet; each pipeline
+                    # sets its own active adapters before every call, so that is harmless.
+                    warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted",
+                                            category=UserWarning)
+                    pipe.delete_adapters(n)
             if getattr(pipe, "text_encoder", None) is not None:
                 from .text_encoder import forget_text_encoder_lora
 

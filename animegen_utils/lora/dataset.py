@@ -24,6 +24,7 @@ reported in one warning.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import warnings
@@ -107,6 +108,15 @@ def _scan(root: Path) -> tuple[str, list[Record]]:
     return ("kohya" if kohya else "folders"), records
 
 
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory, so that printed outputs (notebooks,
+    logs pasted into an issue) do not name the machine's folders."""
+    try:
+        return Path(os.path.relpath(path)).as_posix()
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
 class ImageCaptionDataset(torch.utils.data.Dataset):
     """Images (uint8, already resized and cropped) with captions; repeats expand the length.
 
@@ -138,7 +148,8 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         groups: dict[str, list[Record]] = {}
         for r in self.records:
             groups.setdefault(r.group, []).append(r)
-        lines = [f"{len(self.records)} images, {len(self)} samples per epoch, layout: {self.layout} ({self.root})"]
+        lines = [f"{len(self.records)} images, {len(self)} samples per epoch, layout: {self.layout} "
+                 f"({_shown_path(self.root)})"]
         for name, recs in groups.items():
             reps = recs[0].repeats
             extra = f" x {reps} repeats = {len(recs) * reps} samples" if reps > 1 else ""
