@@ -19,8 +19,8 @@ The base folder is, in order:
    directory itself, which on Colab is ``/content``.
 
 ``$ANIMEGEN_FIGURES_DIR`` and ``$ANIMEGEN_OUTPUTS_DIR`` move one folder alone
-(``make test`` points them at a temporary folder, so re-executing the notebooks
-leaves the committed figures untouched).
+(every pytest run points them at a temporary folder unless they are set, in the root
+``conftest.py``, so re-executing the notebooks leaves the committed figures untouched).
 """
 
 from __future__ import annotations

@@ -6,15 +6,16 @@ a marker naming the results file and the value in it (invisible where markdown r
     eye colour 0.870<!--= tiny_v2_eval.json /adherence/eye_accuracy .3f p:/adherence/n -->
 
 The marker holds the file (in ``benchmarks/results/``), a JSON pointer (RFC 6901; quote
-it when a key has a space), a format (Python's, plus an optional ``×`` suffix) and the
-kind of number, which sets how far a re-measurement may move it (``TOLERANCES``):
+it when a key has a space, write a key's ``|`` as ``\\|`` so that a table keeps its cells),
+a format (Python's, plus an optional ``×`` suffix) and the kind of number, which sets how
+far a re-measurement may move it (``TOLERANCES``):
 
 * ``p:POINTER``: a proportion over the n found at POINTER in the same file; it may move
   within the 99 % interval of the difference of two binomial proportions;
 * ``ratio``: within 15 % (a speed-up measured side by side in one run);
 * ``abs:X`` / ``rel:X``: within X, absolutely or relatively;
 * ``exact``: not at all (a count, a size);
-* ``time``: seconds on one machine: reported, never judged.
+* ``time``: seconds (or images per second) on one machine: reported, never judged.
 
 ``check`` fails when a document's written value differs from what its file renders to;
 ``render`` rewrites them from the files; ``drift`` compares committed results with a
@@ -47,8 +48,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 #: A value, then its marker. The value is what a reader sees; the marker says where it comes from.
-MARKER = re.compile(r"(?P<value>[-+−]?\d[\d,]*(?:\.\d+)?(?:%|×)?)<!--=\s*(?P<spec>[^>]*?)\s*-->")
+#: It starts where a number starts: not inside one ("1.2.3"), and a dash right after a word or a
+#: marker is a range's ("0.23<!--= ... -->-0.30"), not the second number's sign.
+MARKER = re.compile(r"(?P<value>(?:(?<![\w.>])[-+−])?(?<![\d.])\d[\d,]*(?:\.\d+)?(?:%|×)?)"
+                    r"<!--=\s*(?P<spec>[^>]*?)\s*-->")
 KINDS = ("p", "ratio", "abs", "rel", "exact", "time")
+KIND_FORMS = "p:/POINTER-to-n, ratio, abs:X, rel:X, exact, time"
 #: How far a re-measured number may move, per kind (``quick`` widens them for CI's small runs).
 TOLERANCES = {"ratio": 0.15, "ratio_quick": 0.35, "z": 2.576}
 
@@ -67,17 +72,40 @@ class Number:
     end: int
 
 
+def _valid_kind(kind: str) -> bool:
+    """Whether ``kind`` is one of ``KIND_FORMS``, with the argument its form asks for."""
+    name, colon, arg = kind.partition(":")
+    if name == "p":
+        return arg.startswith("/")
+    if name in ("abs", "rel"):
+        try:
+            return float(arg) >= 0
+        except ValueError:
+            return False
+    return name in KINDS and not colon
+
+
 def find_numbers(text: str) -> list[Number]:
     """Every marked number in ``text`` (raises ``ValueError`` naming a malformed marker)."""
     numbers = []
     for m in MARKER.finditer(text):
         line = text.count("\n", 0, m.start()) + 1
-        parts = shlex.split(m.group("spec"))
-        if len(parts) != 4 or parts[3].split(":")[0] not in KINDS or not parts[1].startswith("/"):
+        try:
+            parts = shlex.split(m.group("spec"))
+        except ValueError:  # an unclosed quote
+            parts = []
+        if len(parts) != 4 or not parts[1].startswith("/") or not _valid_kind(parts[3]):
             raise ValueError(f"line {line}: marker {m.group(0)!r} is not '<!--= FILE /POINTER FORMAT KIND -->' "
-                             f"with KIND one of {', '.join(KINDS)}")
+                             f"with KIND one of {KIND_FORMS}")
         numbers.append(Number(parts[0], parts[1], parts[2], parts[3], m.group("value"), line,
                               m.start("value"), m.end("value")))
+    # A marker with no number right before it ("3.0 %<!--=") would otherwise be skipped unseen.
+    attached = {n.end for n in numbers}
+    for m in re.finditer("<!--=", text):
+        if m.start() not in attached:
+            line = text.count("\n", 0, m.start()) + 1
+            raise ValueError(f"line {line}: marker {text[m.start():m.start() + 60]!r}... does not follow a number "
+                             "(write the value, then the marker, with no space between)")
     return numbers
 
 
@@ -97,6 +125,7 @@ def lookup(data: Any, pointer: str) -> Any:
 
 
 def render_value(value: Any, fmt: str) -> str:
+    """``value`` as a reader sees it: Python's ``format``, plus an optional ``×`` suffix."""
     suffix = "×" if fmt.endswith("×") else ""
     return format(value, fmt[:len(fmt) - len(suffix)]) + suffix
 
@@ -132,7 +161,7 @@ def _text(path: Path) -> str:
 def check(paths: Iterable[Path] | None = None, results_dir: Path = RESULTS_DIR) -> list[str]:
     """One line per published number whose written value is not what its results file renders to."""
     problems, cache = [], {}
-    for path in paths or documents():
+    for path in documents() if paths is None else paths:
         for n in find_numbers(_text(path)):
             try:
                 expected = _rendered(n, results_dir, cache)
@@ -150,7 +179,7 @@ def render(paths: Iterable[Path] | None = None, results_dir: Path = RESULTS_DIR)
     Notebooks are left to their own cells (their prose is checked, not rewritten).
     """
     changed, cache = 0, {}
-    for path in paths or documents():
+    for path in documents() if paths is None else paths:
         if path.suffix == ".ipynb":
             continue
         text = path.read_text(encoding="utf-8")
@@ -194,7 +223,7 @@ def drift(fresh_dir: Path, paths: Iterable[Path] | None = None, results_dir: Pat
           quick: bool = False) -> list[dict[str, Any]]:
     """Each published number: committed value, fresh value (None where its file was not re-made), verdict."""
     rows, committed_cache, fresh_cache, seen = [], {}, {}, set()
-    for path in paths or documents():
+    for path in documents() if paths is None else paths:
         for n in find_numbers(_text(path)):
             if (n.file, n.pointer) in seen:
                 continue
@@ -205,11 +234,11 @@ def drift(fresh_dir: Path, paths: Iterable[Path] | None = None, results_dir: Pat
                 old, new = _load(results_dir, n.file, committed_cache), _load(fresh_dir, n.file, fresh_cache)
                 try:
                     a, b = lookup(old, n.pointer), lookup(new, n.pointer)
-                except (KeyError, IndexError) as err:
-                    row.update(ok=False, tolerance=f"missing in the fresh file: {err}")
-                else:
                     row["fresh"] = render_value(b, n.fmt)
+                    # within() looks up a proportion's n too, which the fresh file may lack as well
                     row["ok"], row["tolerance"] = within(n.kind, a, b, old, new, quick)
+                except (KeyError, IndexError, ValueError, TypeError) as err:
+                    row.update(ok=False, tolerance=f"not comparable: {err}")
             rows.append(row)
     return rows
 

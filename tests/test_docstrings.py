@@ -6,8 +6,10 @@ import pytest
 
 import animegen_utils.pipelines
 import animegen_utils.prompts
+import animegen_utils.published
+import animegen_utils.toyworld.render
 
-MODULES = [animegen_utils.prompts, animegen_utils.pipelines]
+MODULES = [animegen_utils.prompts, animegen_utils.pipelines, animegen_utils.published, animegen_utils.toyworld.render]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

@@ -1,5 +1,8 @@
 """Notebooks find figures/, outputs/ and data/ from any working directory."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from animegen_utils import paths
@@ -55,3 +58,21 @@ def test_save_figure_writes_into_the_project_not_the_working_directory(monkeypat
     [path] = save_figure(fig, "tiny_test_figure")
     plt.close(fig)
     assert path == tmp_path / "figs" / "tiny_test_figure.png" and path.is_file()
+
+
+def test_the_test_session_keeps_figures_and_outputs_out_of_the_repository():
+    """The root conftest.py points both folders away from committed files for the whole session,
+    so the notebooks nbval re-executes (their kernels inherit os.environ) rewrite nothing tracked."""
+    for name in ("ANIMEGEN_FIGURES_DIR", "ANIMEGEN_OUTPUTS_DIR"):
+        assert os.environ.get(name), f"{name} is not set in the test session"
+        folder = Path(os.environ[name]).resolve()
+        assert not folder.is_relative_to(ROOT / "figures") and not folder.is_relative_to(ROOT / "outputs"), folder
+        if folder.is_relative_to(ROOT):
+            tracked = subprocess.run(["git", "ls-files", "--", str(folder)], cwd=ROOT, capture_output=True,
+                                     text=True, check=True).stdout
+            assert tracked == "", f"{name}={folder} holds tracked files"
+    assert paths.figures_dir() == Path(os.environ["ANIMEGEN_FIGURES_DIR"])
+    # A child process (as a notebook kernel is) sees the same folder.
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.environ['ANIMEGEN_OUTPUTS_DIR'])"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert child == os.environ["ANIMEGEN_OUTPUTS_DIR"]
