@@ -12,7 +12,7 @@ NOTEBOOKS ?= $(sort $(wildcard notebooks/[0-9]*.ipynb))
 PAPERMILL_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test install train-tiny eval benchmark clean strip
+.PHONY: demo test install train-tiny eval benchmark reproduce reproduce-train clean strip
 
 install: $(VENV)/.installed
 
@@ -56,6 +56,15 @@ eval: install
 
 benchmark: install
 	$(BIN)/python benchmarks/bench_inference.py
+
+# Re-make every published number on the shipped weights and print the drift table
+# (REPRODUCE=quick: CI's cheaper variant). reproduce-train retrains every shipped artefact first.
+REPRODUCE ?= full
+reproduce: install
+	$(BIN)/python benchmarks/reproduce.py $(if $(filter quick,$(REPRODUCE)),--quick)
+
+reproduce-train: install
+	$(BIN)/python benchmarks/reproduce.py --train
 
 # Drop volatile notebook metadata (execution counts stay: nbval shows them in diffs).
 strip: install

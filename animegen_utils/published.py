@@ -149,7 +149,7 @@ def documents(root: Path = ROOT) -> list[Path]:
             *sorted((root / "notebooks").glob("*.ipynb"))]
 
 
-def _text(path: Path) -> str:
+def document_text(path: Path) -> str:
     """A document's prose (a notebook's markdown cells, joined)."""
     raw = path.read_text(encoding="utf-8")
     if path.suffix != ".ipynb":
@@ -162,7 +162,7 @@ def check(paths: Iterable[Path] | None = None, results_dir: Path = RESULTS_DIR) 
     """One line per published number whose written value is not what its results file renders to."""
     problems, cache = [], {}
     for path in documents() if paths is None else paths:
-        for n in find_numbers(_text(path)):
+        for n in find_numbers(document_text(path)):
             try:
                 expected = _rendered(n, results_dir, cache)
             except (OSError, KeyError, IndexError, ValueError, TypeError) as err:
@@ -224,7 +224,7 @@ def drift(fresh_dir: Path, paths: Iterable[Path] | None = None, results_dir: Pat
     """Each published number: committed value, fresh value (None where its file was not re-made), verdict."""
     rows, committed_cache, fresh_cache, seen = [], {}, {}, set()
     for path in documents() if paths is None else paths:
-        for n in find_numbers(_text(path)):
+        for n in find_numbers(document_text(path)):
             if (n.file, n.pointer) in seen:
                 continue
             seen.add((n.file, n.pointer))
@@ -285,6 +285,15 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def command_line() -> str:
+    """This process's command as a reader would type it: ``python -m PACKAGE ...`` or ``python SCRIPT ...``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    args = [shlex.quote(a) for a in sys.argv[1:]]
+    if spec is not None and spec.name:
+        return " ".join(["python -m", spec.name.removesuffix(".__main__"), *args])
+    return " ".join(["python", _shown(Path(sys.argv[0])), *args])
+
+
 def provenance(command: str | None = None) -> dict[str, Any]:
     """What produced a results file: command, git revision, library versions, threads, CPU."""
     import importlib.metadata
@@ -297,7 +306,7 @@ def provenance(command: str | None = None) -> dict[str, Any]:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
-    return {"command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    return {"command": command or command_line(),
             "git_revision": git_revision(), "python": platform.python_version(), "versions": versions,
             "threads": torch.get_num_threads(), "cpu": _cpu_name(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_count": os.cpu_count(),
@@ -322,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.action == "check":
         problems = check()
-        print("\n".join(problems) or f"{sum(len(find_numbers(_text(p))) for p in documents())} published numbers "
+        print("\n".join(problems) or f"{sum(len(find_numbers(document_text(p))) for p in documents())} published numbers "
                                       "match their results files")
         return 1 if problems else 0
     if args.action == "render":

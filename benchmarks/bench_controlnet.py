@@ -19,7 +19,6 @@ model's VAE encodes and decodes it (every output is a VAE decode).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from animegen_utils.control.train import INK
 from animegen_utils.evaluate.edges import SKETCH_HAIR, edge_adherence, edge_f1, held_out_sketches
 from animegen_utils.pipelines import controlnet_from_unet
 from animegen_utils.toyworld import CharacterAttributes, render_character
+from animegen_utils.published import write_results
 from PIL import Image
 
 SAMPLES = ("tilted", "big_head", "small_twintails")
@@ -131,7 +131,7 @@ def main() -> None:
                   threads=torch.get_num_threads())
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(out, result)
     print(f"wrote {out}")
 
 

@@ -10,7 +10,6 @@ depend on the machine and on what else it is doing).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 
 from animegen_utils import generate, load_pipeline
 from animegen_utils.evaluate import ProbeScorer, prompt_for, random_requests
+from animegen_utils.published import write_results
 
 CONFIGS = [("dpm++", 20), ("pndm", 50)]
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     for row in rows:
         print("| " + " | ".join(f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k]) for k in keys) + " |")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2))
+    write_results(args.output, result)
     return result
 
 

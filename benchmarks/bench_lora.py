@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from animegen_utils.published import write_results
+
 VARIANTS = {
     "plan_cached": dict(target_modules=("to_k", "to_v"), cache_latents=True),
     "plan_uncached": dict(target_modules=("to_k", "to_v"), cache_latents=False),
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
               "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
               "variants": summary, "ratios": ratios}
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=1))
+    write_results(args.output, report)
     lines = ["| variant | steps/s | caching s | trainable params | peak RSS MB |", "|---|---|---|---|---|"]
     for name, s in summary.items():
         lines.append(f"| {name} | {s['steps_per_s']:.2f} | {s['cache_seconds']:.1f} | "

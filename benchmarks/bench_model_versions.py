@@ -23,6 +23,7 @@ import torch
 
 from animegen_utils import generate, load_pipeline
 from animegen_utils.evaluate import prompt_for, random_requests
+from animegen_utils.published import write_results
 
 
 def _seconds(pipe, prompt, seed: int, steps: int, batch_size: int) -> float:
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(json.dumps(report, indent=2))
     if args.output:
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
+        write_results(args.output, report)
     return report
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from animegen_utils.published import write_results
+
 CONFIGS = [
     {"ATEN_CPU_CAPABILITY": "", "OMP_NUM_THREADS": "2"},
     {"ATEN_CPU_CAPABILITY": "", "OMP_NUM_THREADS": "1"},
@@ -88,7 +90,7 @@ def main() -> None:
     result = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
               "images": 15, "rows": rows}
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.output, result)
     print(f"wrote {args.output}")
 
 

@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from animegen_utils.published import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -195,7 +197,7 @@ def main() -> None:
         result["load_average_at_end"] = os.getloadavg()[0]
         print(name, result[name], flush=True)
         # Written after each part: a run cut short keeps what it measured.
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+        write_results(args.output, result)
     print(f"wrote {args.output}")
 
 

@@ -29,6 +29,7 @@ import torch
 from animegen_utils import generate, load_pipeline
 from animegen_utils.evaluate import prompt_for, random_requests
 from animegen_utils.evaluate.probe import load_probe
+from animegen_utils.published import write_results
 
 BASE = "1girl, solo, {}, casual, hoodie"
 PROMPTS = {"angry_weighted": BASE.format("(angry:1.4), happy"),
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(text)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
+        write_results(args.output, report)
     return report
 
 

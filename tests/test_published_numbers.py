@@ -17,7 +17,7 @@ README = ROOT / "README.md"
 
 
 def _marked(path):
-    return find_numbers(published._text(path))
+    return find_numbers(published.document_text(path))
 
 
 def test_committed_documents_match_their_results_files():
@@ -121,3 +121,38 @@ def test_render_rewrites_a_wrong_value_from_its_file(tmp_path):
     assert render(paths=[copy]) == 1
     assert copy.read_text(encoding="utf-8") == text
     assert check([copy]) == [] and render(paths=[copy]) == 0
+
+
+def _reproduce_module():
+    import importlib.util
+    import sys
+
+    path = published.ROOT / "benchmarks" / "reproduce.py"
+    spec = importlib.util.spec_from_file_location("reproduce", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["reproduce"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_published_results_file_is_re_made_by_a_reproduce_stage():
+    reproduce = _reproduce_module()
+    made = {f for stage in reproduce.STAGES for f in stage.files}
+    missing = sorted(reproduce.published_files() - made)
+    assert missing == [], f"published numbers come from files no reproduce stage re-makes: {missing}"
+    for stage in reproduce.STAGES:
+        command = stage.full + (stage.quick or ())
+        scripts = [a for a in command if a.endswith(".py")]
+        assert all((published.ROOT / s).exists() for s in scripts), stage
+        # every file a stage promises is written into the fresh folder, not into the committed one
+        assert all(any(a.startswith(reproduce.OUT) for a in argv) for argv in (stage.full, stage.quick) if argv)
+
+
+def test_a_results_file_records_what_produced_it(tmp_path):
+    path = published.write_results(tmp_path / "sub" / "r.json", {"accuracy": 0.9, "n": 10})
+    data = json.loads(path.read_text())
+    assert data["accuracy"] == 0.9
+    made = data["provenance"]
+    assert made["command"].startswith("python ") and made["git_revision"] not in ("", None)
+    assert made["versions"]["torch"] and made["versions"]["diffusers"] and made["threads"] >= 1 and made["cpu"]
+    assert list(tmp_path.joinpath("sub").iterdir()) == [path]  # no temporary file left beside it

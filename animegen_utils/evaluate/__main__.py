@@ -14,12 +14,12 @@ trained on the toy world from a folder takes the probe of its picture size:
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from . import REPORT_KEYS, evaluate_model
 from .metrics import DEFAULT_CLIP, ClipScorer, ProbeScorer
 from .probe import load_probe, probe_dir_for
+from ..published import write_results
 
 SCORERS = ("auto", "probe", "clip")
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"guidance={args.guidance} n={args.n} size={report['width']}x{report['height']} scorer={report['scorer']}")
     print(format_table(report))
     if args.output:
-        args.output.write_text(json.dumps(report, indent=2))
+        write_results(args.output, report)
         print(f"wrote {args.output}")
     return report
 

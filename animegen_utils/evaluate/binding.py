@@ -18,12 +18,12 @@ True
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..published import write_results
 from .probe import ATTRIBUTES, load_probe, probe_dir_for
 
 HAIR, EYES = "hair_color", "eye_color"
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for key, errors in report["errors"].items():
         print(f"{key} errors: " + (", ".join(f"{k} {v}" for k, v in list(errors.items())[:8]) or "none"))
     if args.output:
-        args.output.write_text(json.dumps(report, indent=2))
+        write_results(args.output, report)
         print(f"wrote {args.output}")
     return report
 
