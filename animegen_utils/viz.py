@@ -3,13 +3,18 @@
 >>> fig = image_grid([g.image for g in gens], rows=5, cols=3,
 ...                  row_labels=EMOTIONS, col_labels=STYLES, title="emotion x style")
 >>> save_figure(fig, "01_emotion_style_grid")          # figures/01_emotion_style_grid.png
+
+A notebook that calls ``figure_source("01_baseline_inference", seed=seed, steps=steps)`` once
+stamps every PNG it saves afterwards with the notebook, the git revision and those parameters
+(``figure_source_of(path)`` reads them back), so a figure in a blog post says what drew it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -19,6 +24,38 @@ from PIL import Image
 from . import paths
 
 BLOG_DPI = 200
+#: The PNG text chunk that holds a figure's source (see ``figure_source``).
+SOURCE_KEY = "animegen:source"
+_source: dict[str, Any] = {}
+
+
+def figure_source(notebook: str, **parameters: Any) -> None:
+    """Stamp the PNGs ``save_figure`` writes from now on with what drew them.
+
+    >>> figure_source("01_baseline_inference", seed=0, steps=20)
+    >>> save_figure(fig, "01_emotion_style_grid")
+    >>> figure_source_of("figures/01_emotion_style_grid.png")["parameters"]
+    {'seed': 0, 'steps': 20}
+
+    Parameters must be JSON values (numbers, strings, lists, dicts); the git revision is
+    read once, here.
+    """
+    from .published import git_revision
+
+    source = {"notebook": notebook, "git_revision": git_revision(), "parameters": parameters}
+    try:
+        json.dumps(source)
+    except TypeError as err:
+        raise TypeError(f"figure_source parameters must be JSON values: {err}") from err
+    _source.clear()
+    _source.update(source)
+
+
+def figure_source_of(path: str | Path) -> dict[str, Any] | None:
+    """The source a PNG figure was stamped with (None for an unstamped one)."""
+    with Image.open(path) as image:
+        text = image.info.get(SOURCE_KEY)
+    return json.loads(text) if text else None
 
 
 def _to_pil(image) -> Image.Image:
@@ -98,8 +135,10 @@ def save_figure(fig: Figure, name: str, formats: Sequence[str] = ("png",), direc
     written = []
     for fmt in formats:
         path = out_dir / f"{name}.{fmt}"
-        # Fixed metadata so the same figure gives the same bytes (clean git diffs).
+        # Fixed metadata so the same figure from the same revision gives the same bytes (clean git diffs).
         metadata = {"Software": None} if fmt == "png" else ({"CreationDate": None} if fmt == "pdf" else None)
+        if fmt == "png" and _source:
+            metadata[SOURCE_KEY] = json.dumps(_source, sort_keys=True)
         fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata=metadata)
         written.append(path)
     return written

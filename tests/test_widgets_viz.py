@@ -54,3 +54,21 @@ def test_image_stats_sees_pixels():
     dark = image_stats([Image.new("RGB", (4, 4), (0, 0, 0))] * 2)
     light = image_stats([Image.new("RGB", (4, 4), (200, 200, 200))] * 2)
     assert (dark["mean"], light["mean"], dark["n"]) == (0.0, 200.0, 2)
+
+
+def test_a_figure_records_the_notebook_revision_and_parameters_that_drew_it(tmp_path, monkeypatch):
+    import animegen_utils.viz as viz
+
+    monkeypatch.setattr(viz, "_source", {})  # keep the stamp out of other tests' figures
+    fig = image_grid([Image.new("RGB", (8, 8), "red")])
+    [plain] = save_figure(fig, "plain", directory=tmp_path)
+    assert viz.figure_source_of(plain) is None
+
+    viz.figure_source("01_baseline_inference", seed=3, steps=20, emotions=["happy", "sad"])
+    [stamped] = save_figure(fig, "stamped", directory=tmp_path)
+    source = viz.figure_source_of(stamped)
+    assert source["notebook"] == "01_baseline_inference"
+    assert source["parameters"] == {"seed": 3, "steps": 20, "emotions": ["happy", "sad"]}
+    assert source["git_revision"] not in ("", None)
+    with pytest.raises(TypeError, match="JSON values"):
+        viz.figure_source("01", pipe=object())
