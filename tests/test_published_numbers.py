@@ -30,7 +30,7 @@ def test_committed_documents_match_their_results_files():
 
 def test_a_hand_edited_number_fails_the_check_naming_its_line(tmp_path):
     text = README.read_text(encoding="utf-8")
-    eyes = ("tiny_v2_eval.json", "/adherence/eye_accuracy")
+    eyes = ("tiny_v2_eval.json", "/eye_accuracy")
     number = next(n for n in find_numbers(text) if (n.file, n.pointer) == eyes)
     wrong = "0.950" if number.written != "0.950" else "0.951"
     copy = tmp_path / "README.md"
@@ -138,7 +138,7 @@ def _reproduce_module():
 def test_every_published_results_file_is_re_made_by_a_reproduce_stage():
     reproduce = _reproduce_module()
     made = {f for stage in reproduce.STAGES for f in stage.files}
-    missing = sorted(reproduce.published_files() - made)
+    missing = sorted(reproduce.published_files() - made - set(reproduce.HISTORICAL))
     assert missing == [], f"published numbers come from files no reproduce stage re-makes: {missing}"
     for stage in reproduce.STAGES:
         command = stage.full + (stage.quick or ())
