@@ -42,7 +42,9 @@ def test_evaluation_command_on_the_builtin_model(tmp_path):
     saved = json.loads(out.read_text())
     for key in ("emotion_accuracy", "style_accuracy", "hair_accuracy", "eye_accuracy", "diversity"):
         assert key in saved
+    made = saved.pop("provenance")
     assert saved == json.loads(json.dumps(report))
+    assert made["command"].startswith("python ") and made["git_revision"] and made["threads"] >= 1
     assert report["emotion_accuracy"] >= 0.6 and report["style_accuracy"] >= 0.6
     assert report["hair_accuracy"] >= 0.5 and report["eye_accuracy"] >= 0.35
     assert report["diversity"] > 0.03  # same prompt, different seeds: different characters
