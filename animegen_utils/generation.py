@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
 
+from .adapters import activate_adapters, check_recorded_adapters, generation_record, load_recorded_adapters, unload_lora
+from .errors import ModelNotFoundError
 from .memory import check_memory as _check_memory
 from .pipelines import SCHEDULERS, load_pipeline, pipeline_info, recommended_settings
 from .prompts import Prompt, check_token_budget
@@ -218,8 +220,6 @@ def generate(
     if len(prompts) == 1 and len(seeds) > 1:
         prompts = prompts * len(seeds)
     info = pipeline_info(pipe)
-    from .lora.adapters import generation_record  # here: lora imports generation
-
     recorded = generation_record(pipe)  # adapters and LCM-LoRA, before any <lora:> tag of the prompt is applied
     default_steps, default_guidance = recommended_settings(pipe)
     steps = default_steps if steps is None else steps
@@ -279,8 +279,6 @@ def generate(
     pipe.set_progress_bar_config(disable=not progress)
     clip_skip = pipeline_kwargs.pop("clip_skip", info.clip_skip)
     results: list[Generation] = []
-    from .lora.adapters import activate_adapters  # here: lora imports generation
-
     activate_adapters(pipe)  # this pipeline's LoRAs only; components are shared
     for start in range(0, len(positives), batch_size):
         sl = slice(start, start + batch_size)
@@ -428,8 +426,6 @@ def _recorded_pipeline(p: dict[str, Any], pipe=None):
     LoRA it records (``lcm_lora``, ``adapters``), loaded unless the caller gives ``pipe``; a
     LoRA that cannot be loaded is named in the error, and any difference from the record
     (a hash, a scale, a missing or extra adapter) in a warning."""
-    from .lora.adapters import check_recorded_adapters, load_recorded_adapters
-    from .pipelines import ModelNotFoundError
 
     lcm, adapters = p.get("lcm_lora") or {}, p.get("adapters") or []
     if pipe is None:
@@ -484,8 +480,6 @@ def reproduce(path: str | Path, pipe=None, progress: bool = False, lora_dirs=Non
                     height=p["height"], width=p["width"], negative=p["negative"], batch_size=size,
                     progress=progress, lora_dirs=lora_dirs, **_recorded_options(p))
     if loaded and p.get("adapters"):
-        from .lora.adapters import unload_lora
-
         unload_lora(pipe)  # the pipeline was made for this call: its LoRAs leave the shared weights
     again = gens[index]
     again.model_changed = _model_changed(p, again.params.get("model_hash"), path)

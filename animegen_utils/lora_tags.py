@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from .adapters import active_adapters, load_lora, set_lora_scale, unload_lora
+
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
 
 
@@ -68,8 +70,6 @@ def apply_prompt_loras(pipe, loras: Sequence[tuple[str, float]], lora_dirs) -> l
     ``generate`` calls ``release_prompt_loras`` after drawing and again first thing
     in the next call, so even an interrupted call leaves no tag LoRA behind.
     """
-    from .lora.adapters import active_adapters, load_lora, set_lora_scale
-
     release_prompt_loras(pipe)
     found = [(name, weight, find_lora(name, lora_dirs)) for name, weight in loras]
     before = active_adapters(pipe)
@@ -87,8 +87,6 @@ def apply_prompt_loras(pipe, loras: Sequence[tuple[str, float]], lora_dirs) -> l
 
 def release_prompt_loras(pipe) -> None:
     """Undo ``apply_prompt_loras``: unload the LoRAs it loaded, restore the scales it changed."""
-    from .lora.adapters import active_adapters, set_lora_scale, unload_lora
-
     for adapter, scale in reversed(getattr(pipe, _STATE, None) or []):
         if scale is not None:
             set_lora_scale(pipe, adapter, scale)

@@ -35,6 +35,8 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
+from .adapters import LCM_ADAPTER, active_adapters, load_lora, unload_lora
+from .errors import ModelNotFoundError
 from .model_hash import model_hash
 
 TINY = "tiny"
@@ -86,11 +88,6 @@ _RENAMED_MODELS = {"runwayml/stable-diffusion-v1-5": SD15}
 # The LCM-LoRA that scheduler="lcm" loads: the kit's own for a built-in model, the public one for SD1.5 models.
 TINY_LCM_LORA_DIR = PACKAGE_MODELS / "tiny_lcm_lora"
 SD15_LCM_LORA = "latent-consistency/lcm-lora-sdv1-5"
-LCM_ADAPTER = "lcm"
-
-
-class ModelNotFoundError(OSError):
-    """A model id or path that cannot be loaded (offline, typo, or missing file)."""
 
 
 @dataclass(frozen=True)
@@ -217,8 +214,6 @@ def _lcm_adapter_name(source: str) -> str:
 
 def _attach_lcm_lora(pipe: DiffusionPipeline, lcm_lora: str | None) -> None:
     """Give ``pipe`` (only) its LCM-LoRA, through the kit's per-pipeline adapter records."""
-    from .lora.adapters import active_adapters, load_lora  # lazy: lora imports generation
-
     source = str(lcm_lora) if lcm_lora is not None else default_lcm_lora(pipeline_info(pipe).model)
     if getattr(pipe, "animegen_lcm_lora", None) not in (None, source):
         _detach_lcm_lora(pipe)
@@ -230,7 +225,7 @@ def _attach_lcm_lora(pipe: DiffusionPipeline, lcm_lora: str | None) -> None:
             load_lora(pipe, source, adapter_name=name, scale=1.0, **extra)
         except OSError as err:  # hub errors (offline, not found) subclass OSError
             raise _missing_model_error(source, err) from err
-    pipe.animegen_lcm_lora = source
+    pipe.animegen_lcm_lora, pipe.animegen_lcm_adapter = source, name
     # LCMScheduler picks its few timesteps from the distillation's skip schedule; a kit-distilled
     # adapter says which one it was trained on (the public ones use diffusers' default, 50).
     skip_steps = lcm_skip_schedule(source)
@@ -249,12 +244,10 @@ def lcm_skip_schedule(source: str) -> int | None:
 
 
 def _detach_lcm_lora(pipe: DiffusionPipeline) -> None:
-    from .lora.adapters import active_adapters, unload_lora
-
     source = getattr(pipe, "animegen_lcm_lora", None)
     if source is not None and _lcm_adapter_name(source) in active_adapters(pipe):
         unload_lora(pipe, _lcm_adapter_name(source))
-    pipe.animegen_lcm_lora = None
+    pipe.animegen_lcm_lora = pipe.animegen_lcm_adapter = None
 
 
 def recommended_settings(pipe: DiffusionPipeline) -> tuple[int, float]:

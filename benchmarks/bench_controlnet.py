@@ -1,6 +1,7 @@
 """Edge adherence of the built-in ControlNet: edge F1 with and without it, same prompts and seeds.
 
-    python benchmarks/bench_controlnet.py                       # the shipped ControlNet
+    python benchmarks/bench_controlnet.py --model tiny-v2       # version 2's ControlNet
+    python benchmarks/bench_controlnet.py                       # version 1's (results/controlnet.json)
     python benchmarks/bench_controlnet.py --controlnet runs/controlnet/controlnet.pt   # a training checkpoint
 
 Three sets of controls, each drawn with the same prompts and seeds through the ControlNet pipeline and
@@ -30,9 +31,10 @@ from animegen_utils import load_pipeline, paths
 from animegen_utils.control import canny_map, sketch_to_control
 from animegen_utils.evaluate import ProbeScorer, prompt_for, random_requests
 from animegen_utils.control.sketches import SKETCHES
-from animegen_utils.control.train import INK
+from animegen_utils.control.train import INK, image_size_of
 from animegen_utils.evaluate.edges import SKETCH_HAIR, edge_adherence, edge_f1, held_out_sketches
-from animegen_utils.pipelines import controlnet_from_unet
+from animegen_utils.evaluate.probe import load_probe, probe_dir_for
+from animegen_utils.pipelines import BUILTIN_MODELS, TINY, controlnet_from_unet
 from animegen_utils.toyworld import CharacterAttributes, render_character
 from animegen_utils.published import write_results
 from PIL import Image
@@ -49,14 +51,14 @@ def _controlnet(source: str, base):
     return model.eval()
 
 
-def control_sets(n_sketches: int, n_renders: int) -> dict[str, tuple[list, list, list]]:
-    """Each set as (controls, prompts, the attribute requests behind the prompts)."""
-    held = held_out_sketches(n_sketches, seed=100, with_requests=True)
-    samples = [sketch_to_control(Image.open(paths.data_dir("sketches") / f"{n}.jpg"), size=64) for n in SAMPLES]
+def control_sets(n_sketches: int, n_renders: int, size: int = 64) -> dict[str, tuple[list, list, list]]:
+    """Each set as (controls, prompts, the attribute requests behind the prompts), at ``size`` pixels."""
+    held = held_out_sketches(n_sketches, seed=100, size=size, with_requests=True)
+    samples = [sketch_to_control(Image.open(paths.data_dir("sketches") / f"{n}.jpg"), size=size) for n in SAMPLES]
     sample_requests = [{**r, "hairstyle": SKETCH_HAIR[SKETCHES[name][0].hair]}
                        for name, r in zip(SAMPLES, random_requests(len(SAMPLES), seed=101))]
     render_requests = random_requests(n_renders, seed=102)
-    renders = [canny_map(render_character(CharacterAttributes(**r), 900_000 + i, size=64).image)
+    renders = [canny_map(render_character(CharacterAttributes(**r), 900_000 + i, size=size).image)
                for i, r in enumerate(render_requests)]
     return {"held_out": (held[0], held[1], held[3]),
             "samples": (samples, [prompt_for(r) for r in sample_requests], sample_requests),
@@ -89,7 +91,8 @@ def probe_hits(probe: ProbeScorer, generations: list[list], requests: list[dict]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--controlnet", default="tiny")
+    ap.add_argument("--model", default="tiny", choices=sorted(BUILTIN_MODELS), help="the built-in base model")
+    ap.add_argument("--controlnet", default=None, help="a ControlNet folder or checkpoint (default: the model's own)")
     ap.add_argument("--n-sketches", type=int, default=24)
     ap.add_argument("--n-renders", type=int, default=4)
     ap.add_argument("--seeds", type=int, default=4)
@@ -97,18 +100,22 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--scale", type=float, default=1.0, help="controlnet_conditioning_scale")
     ap.add_argument("--guidance-end", type=float, default=1.0, help="control_guidance_end")
-    ap.add_argument("--output", default="benchmarks/results/controlnet.json")
+    ap.add_argument("--output", default=None,
+                    help="results file (default: results/controlnet.json, controlnet_v2.json for tiny-v2)")
     args = ap.parse_args()
+    output = args.output or f"benchmarks/results/controlnet{'' if args.model == TINY else '_v2'}.json"
 
-    txt = load_pipeline("tiny")
-    cn = load_pipeline("tiny", task="controlnet", controlnet=_controlnet(args.controlnet, txt))
+    txt = load_pipeline(args.model)
+    controlnet = _controlnet(args.controlnet, txt) if args.controlnet else args.model
+    cn = load_pipeline(args.model, task="controlnet", controlnet=controlnet)
+    size = image_size_of(txt)
     seeds = list(range(args.seeds))
     started = time.time()
-    result = {"controlnet": args.controlnet, "steps": args.steps, "guidance": args.guidance,
+    result = {"model": args.model, "controlnet": args.controlnet or args.model, "image_size": size, "steps": args.steps, "guidance": args.guidance,
               "controlnet_conditioning_scale": args.scale, "control_guidance_end": args.guidance_end,
               "seeds": seeds, "sets": {}}
-    probe = ProbeScorer()
-    for name, (controls, prompts, requests) in control_sets(args.n_sketches, args.n_renders).items():
+    probe = ProbeScorer(load_probe(probe_dir_for(args.model)))
+    for name, (controls, prompts, requests) in control_sets(args.n_sketches, args.n_renders, size).items():
         r = edge_adherence(cn, txt, controls, prompts, seeds=seeds, steps=args.steps, guidance=args.guidance,
                            controlnet_conditioning_scale=args.scale, control_guidance_end=args.guidance_end)
         with_, without = float(r["f1_with"].mean()), float(r["f1_without"].mean())
@@ -129,7 +136,7 @@ def main() -> None:
               + ", ".join(f"{k} {hits_with[k]:.2f} | {hits_without[k]:.2f}" for k in hits_with), flush=True)
     result.update(seconds=round(time.time() - started, 1), torch=torch.__version__, machine=platform.processor() or platform.machine(),
                   threads=torch.get_num_threads())
-    out = Path(args.output)
+    out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_results(out, result)
     print(f"wrote {out}")

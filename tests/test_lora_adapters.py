@@ -1,4 +1,4 @@
-"""LoRA adapters per pipeline on shared weights (animegen_utils.lora.adapters)."""
+"""LoRA adapters per pipeline on shared weights (animegen_utils.adapters)."""
 
 import numpy as np
 import pytest
@@ -42,27 +42,34 @@ def image(pipe, seed=0):
 
 @pytest.fixture(scope="module")
 def references(dummy_model_dir, loras):
-    """Images from unshared pipelines that only ever saw one setting, via diffusers' own API."""
-    def pipe():
+    """Images from unshared pipelines that only ever saw one setting, via diffusers' own API:
+    ``refs[key]`` fused with ``fuse_lora`` (what the kit draws: it fuses a call's adapters, as
+    diffusers users do for a fixed LoRA), ``refs[key + ":unfused"]`` through peft's unfused layers."""
+    def draw(lora_weights, fused):
         clear_pipeline_cache()  # unshared weights for every reference
-        return load_pipeline(str(dummy_model_dir))
+        p = load_pipeline(str(dummy_model_dir))
+        for name, (folder, _) in lora_weights.items():
+            p.load_lora_weights(folder, adapter_name=name)
+        if lora_weights:
+            p.set_adapters(list(lora_weights), adapter_weights=[w for _, w in lora_weights.values()])
+            if fused:  # fresh weights each time: diffusers' unfuse_lora subtracts, which is not exact
+                p.fuse_lora(components=["unet"], adapter_names=list(lora_weights))
+        return image(p)
 
-    base = image(pipe())
-    refs = {"base": base}
+    settings = {"base": {}, "blend": {"first": (loras[0], 1.0), "second": (loras[1], 0.5)}}
     for i, folder in enumerate(loras, 1):
-        p = pipe()
-        p.load_lora_weights(folder)
-        refs[f"lora{i}"] = image(p)
-        p.set_adapters(p.get_active_adapters(), adapter_weights=0.5)
-        refs[f"lora{i}@0.5"] = image(p)
-    p = pipe()
-    p.load_lora_weights(loras[0], adapter_name="first")
-    p.load_lora_weights(loras[1], adapter_name="second")
-    p.set_adapters(["first", "second"], adapter_weights=[1.0, 0.5])
-    refs["blend"] = image(p)
+        settings[f"lora{i}"] = {"a": (folder, 1.0)}
+        settings[f"lora{i}@0.5"] = {"a": (folder, 0.5)}
+    refs = {}
+    for key, lora_weights in settings.items():
+        refs[key] = draw(lora_weights, fused=True)
+        if lora_weights:
+            refs[key + ":unfused"] = draw(lora_weights, fused=False)
     clear_pipeline_cache()
-    assert np.abs(refs["lora1"] - base).mean() > 1.0, "the test LoRA must change the image"
+    assert np.abs(refs["lora1"] - refs["base"]).mean() > 1.0, "the test LoRA must change the image"
     assert np.abs(refs["lora1"] - refs["lora2"]).mean() > 1.0
+    for key in ("lora1", "lora2", "blend"):  # fusing is a rounding-level change, not another picture
+        assert np.abs(refs[key] - refs[key + ":unfused"]).max() <= 2
     return refs
 
 

@@ -1,7 +1,10 @@
 """Train the built-in canny ControlNet for the built-in model, on a CPU.
 
-    python -m animegen_utils.control train                        # the shipped run
+    python -m animegen_utils.control train --model tiny-v2        # the shipped run (version 2's)
     python -m animegen_utils.control train --steps 20 --out /tmp/cn --work /tmp/cn-work   # smoke
+
+Pictures and controls are drawn at the base model's own size (``image_size_of``: 64 px for
+version 1, 128 px for version 2); the ControlNet is saved in the model's ``controlnet/`` folder.
 
 The recipe is diffusers' ``examples/controlnet/train_controlnet.py``, at toy scale:
 
@@ -53,7 +56,7 @@ from tqdm.auto import tqdm
 
 from ..cli import add_config_flags, config_from_args, use_threads_from_env
 from ..model_hash import model_hash
-from ..pipelines import TINY_MODEL_DIR, controlnet_from_unet
+from ..pipelines import BUILTIN_MODELS, TINY, TINY_MODEL_DIR, controlnet_from_unet
 from ..toyworld.captions import caption_for
 from ..toyworld.dataset import sample_attributes
 from ..toyworld.render import render_supersampled
@@ -66,7 +69,7 @@ INK = (45, 30, 35)  # the renderer's outline colour
 
 @dataclass
 class ControlTrainConfig:
-    steps: int = 8_000
+    steps: int = 4_500                 # version 1's ControlNet: 8,000 (a 64-px step costs a quarter)
     batch: int = 16
     lr: float = 2e-4
     warmup: int = 50
@@ -82,7 +85,7 @@ class ControlTrainConfig:
     elastic_prob: float = 0.6          # smooth warp of picture and control together
     elastic_fraction: float = 0.04     # its largest displacement, as a fraction of the side
     line_art_prob: float = 0.7         # control = line art of the drawing; else its canny map
-    max_line_radius: int = 2           # line-art stroke half-width, in 4x pixels
+    max_line_radius: int = 2           # line-art stroke half-width, in 4x pixels of a 64-px picture
     blur_prob: float = 0.3             # blur before canny: main contours only
     thick_prob: float = 0.2
     dropout_prob: float = 0.3
@@ -128,10 +131,11 @@ def shape_boundaries(picture: np.ndarray, min_step: int = 20) -> np.ndarray:
     """Where a flat-coloured picture (``render_supersampled``) changes colour: a uint8 map, 255 on
     the lower/right pixel of every pair of neighbours that differ by more than ``min_step`` in any
     channel. Background gradients change by a level or two per pixel and draw no line."""
-    img = picture.astype(np.int16)
+    img = np.ascontiguousarray(picture, dtype=np.uint8)
     out = np.zeros(img.shape[:2], dtype=bool)
-    out[:, 1:] |= np.abs(img[:, 1:] - img[:, :-1]).max(axis=2) > min_step
-    out[1:, :] |= np.abs(img[1:, :] - img[:-1, :]).max(axis=2) > min_step
+    # cv2.absdiff on uint8 is |a - b| without a widening copy of the 4x picture
+    out[:, 1:] |= cv2.absdiff(img[:, 1:], img[:, :-1]).max(axis=2) > min_step
+    out[1:, :] |= cv2.absdiff(img[1:, :], img[:-1, :]).max(axis=2) > min_step
     return np.where(out, 255, 0).astype(np.uint8)
 
 
@@ -216,7 +220,8 @@ def make_pair(index: int, rng: np.random.Generator, cfg: ControlTrainConfig, siz
     moved = cv2.remap(big, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     line_art = rng.random() < cfg.line_art_prob
     if line_art:
-        radius = int(rng.integers(1, cfg.max_line_radius + 1))
+        # strokes keep their width relative to the picture: a 128-px sketch's lines are twice as wide
+        radius = int(rng.integers(1, cfg.max_line_radius + 1)) * max(1, size // 64)
         strokes = line_strokes(shape_boundaries(big), radius)
         strokes = drop_lines(cv2.remap(strokes, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderValue=0), rng, cfg)
         moved = ink_lines(moved, strokes, 2 * radius + 1, rng)
@@ -237,10 +242,10 @@ def make_pair(index: int, rng: np.random.Generator, cfg: ControlTrainConfig, siz
     return image, edges, caption
 
 
-def make_batch(step: int, cfg: ControlTrainConfig) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Batch ``step``: pictures in [-1, 1], controls in [0, 1] (3 channels), captions."""
+def make_batch(step: int, cfg: ControlTrainConfig, size: int = 64) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Batch ``step`` at ``size`` pixels: pictures in [-1, 1], controls in [0, 1] (3 channels), captions."""
     rng = np.random.default_rng([cfg.seed, step])
-    pairs = [make_pair(step * cfg.batch + i, rng, cfg) for i in range(cfg.batch)]
+    pairs = [make_pair(step * cfg.batch + i, rng, cfg, size) for i in range(cfg.batch)]
     images = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     controls = torch.from_numpy(np.stack([p[1] for p in pairs])).float().div(255.0)[:, None].repeat(1, 3, 1, 1)
     return images, controls, [p[2] for p in pairs]
@@ -292,6 +297,11 @@ def controlnet_loss(pipe, controlnet, images: torch.Tensor, controls: torch.Tens
     return (weight * F.mse_loss(pred.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))).mean()
 
 
+def image_size_of(pipe) -> int:
+    """The base model's native picture side: latent side times the VAE's downsampling."""
+    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+
 def _base_pipeline(model_dir: Path):
     from diffusers import DDPMScheduler, StableDiffusionPipeline
 
@@ -310,6 +320,7 @@ def train(cfg: ControlTrainConfig, out: Path = CONTROLNET_DIR, work: Path = Path
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     pipe = _base_pipeline(model_dir)
+    size = image_size_of(pipe)
     torch.manual_seed(cfg.seed)
     if cfg.init:
         from diffusers import ControlNetModel
@@ -329,7 +340,7 @@ def train(cfg: ControlTrainConfig, out: Path = CONTROLNET_DIR, work: Path = Path
     started = time.time() - seconds
     log = open(work / "train_log.jsonl", "a", encoding="utf-8")
     while step < cfg.steps:
-        images, controls, captions = make_batch(step, cfg)
+        images, controls, captions = make_batch(step, cfg, size)
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         loss = controlnet_loss(pipe, controlnet, images, controls, captions, generator,
                                cfg.high_noise_bias, cfg.max_x0_weight)
@@ -359,6 +370,7 @@ def train(cfg: ControlTrainConfig, out: Path = CONTROLNET_DIR, work: Path = Path
         "git_revision": git_revision(),
         "config": dataclasses.asdict(cfg),
         "base_model": model_dir.name if model_dir.parent.name == "models" else str(model_dir),
+        "image_size": size,
         "base_model_hash": model_hash(model_dir),
         "train_seconds": round(time.time() - started, 1),
         "torch_threads": torch.get_num_threads(),
@@ -401,16 +413,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m animegen_utils.control train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser, ControlTrainConfig)
-    parser.add_argument("--out", type=Path, default=CONTROLNET_DIR, help="where the ControlNet is saved")
-    parser.add_argument("--work", type=Path, default=Path("runs/controlnet"), help="checkpoints and log")
-    parser.add_argument("--model", type=Path, default=TINY_MODEL_DIR, help="the base model folder")
+    parser.add_argument("--model", default=TINY,
+                        help=f"the base: a built-in model ({', '.join(BUILTIN_MODELS)}) or a diffusers folder")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where the ControlNet is saved (default: the built-in model's controlnet/)")
+    parser.add_argument("--work", type=Path, default=None, help="checkpoints and log (default: runs/controlnet[-<model>])")
     parser.add_argument("--fresh", action="store_true", help="ignore checkpoints in --work")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     use_threads_from_env()
     cfg = config_from_args(args, ControlTrainConfig)
+    model_dir = BUILTIN_MODELS.get(args.model, Path(args.model).expanduser())
+    if not (model_dir / "model_index.json").is_file():
+        parser.error(f"--model {args.model!r} is neither a built-in model ({', '.join(BUILTIN_MODELS)}) "
+                     "nor a diffusers folder with a model_index.json")
+    out = args.out or (model_dir / "controlnet")
+    work = args.work or Path("runs/controlnet" if args.model == TINY else f"runs/controlnet-{model_dir.name}")
     if args.fresh:
         for name in ("controlnet.pt", "train_log.jsonl"):
-            (args.work / name).unlink(missing_ok=True)
-    out = train(cfg, args.out, args.work, args.model, progress=not args.no_progress)
+            (work / name).unlink(missing_ok=True)
+    out = train(cfg, out, work, model_dir, progress=not args.no_progress)
     print(f"saved the ControlNet to {out}")

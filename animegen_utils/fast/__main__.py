@@ -8,12 +8,11 @@ from the latest one (``--fresh`` starts over). Run ``python -m animegen_utils.fa
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 
 from ..cli import add_config_flags, config_from_args, use_threads_from_env
-from .distill import DistillConfig, distill
+from .distill import DistillConfig, distill, distill_dirs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     use_threads_from_env()
     cfg = config_from_args(args, DistillConfig)
-    if args.fresh and os.path.isdir(cfg.work_dir):
-        shutil.rmtree(cfg.work_dir)
+    work, _ = distill_dirs(cfg)
+    if args.fresh and work.is_dir():
+        shutil.rmtree(work)
     result = distill(cfg)
     print(f"saved the LCM-LoRA to {result.lora_dir}")
     return 0

@@ -1,6 +1,7 @@
 """Latent consistency distillation of a LoRA (LCM-LoRA) for the built-in model, on a CPU.
 
-    python -m animegen_utils.fast distill                        # the shipped adapter (~60 min, 2 cores)
+    python -m animegen_utils.fast distill --model tiny-v2        # version 2's shipped adapter
+    python -m animegen_utils.fast distill                        # version 1's (~60 min, 2 cores)
     python -m animegen_utils.fast distill --max-train-steps 20 --n-images 256 --output-dir /tmp/lcm  # smoke
 
 >>> from animegen_utils.fast.distill import DistillConfig, distill
@@ -60,9 +61,9 @@ LCM_TARGET_MODULES: tuple[str, ...] = (
 class DistillConfig:
     """Every value of a distillation run (each one is a ``--flag`` of the CLI)."""
 
-    model: str = TINY                    # the teacher: "tiny" or a local diffusers folder
-    output_dir: str = str(TINY_LCM_LORA_DIR)
-    work_dir: str = "runs/lcm"           # checkpoints, cached latents, log
+    model: str = TINY                    # the teacher: a built-in model ("tiny", "tiny-v2") or a diffusers folder
+    output_dir: str = ""                 # "": the built-in model's own LCM-LoRA folder (lcm_lora/)
+    work_dir: str = ""                   # checkpoints, cached latents, log; "": runs/lcm[-<model>]
     seed: int = 0
     n_images: int = 6_000                # toy-world renders encoded once by the VAE
     data_seed: int = 11                  # renders not used by the base model's training (seed 0)
@@ -151,11 +152,11 @@ def cache_latents(vae, cfg: DistillConfig, work: Path) -> tuple[torch.Tensor, to
     from ..toyworld.render import CharacterAttributes
 
     path = work / "latents.pt"
+    size = vae.config.sample_size if isinstance(vae.config.sample_size, int) else 64
     if path.exists():
         d = torch.load(path, weights_only=False)
-        if d["n"] == cfg.n_images and d["data_seed"] == cfg.data_seed:
+        if (d["n"], d["data_seed"], d.get("size", 64)) == (cfg.n_images, cfg.data_seed, size):
             return d["mean"], d["std"], [CharacterAttributes.from_dict(a) for a in d["attrs"]]
-    size = vae.config.sample_size if isinstance(vae.config.sample_size, int) else 64
     means, stds, attrs, batch = [], [], [], []
 
     def flush():
@@ -174,7 +175,7 @@ def cache_latents(vae, cfg: DistillConfig, work: Path) -> tuple[torch.Tensor, to
     if batch:
         flush()
     mean, std = torch.cat(means), torch.cat(stds)
-    _atomic_save({"n": cfg.n_images, "data_seed": cfg.data_seed, "mean": mean, "std": std,
+    _atomic_save({"n": cfg.n_images, "data_seed": cfg.data_seed, "size": size, "mean": mean, "std": std,
                   "attrs": [a.to_dict() for a in attrs]}, path)
     return mean, std, attrs
 
@@ -290,6 +291,22 @@ def add_lcm_lora(unet, cfg: DistillConfig) -> None:
         p.data = p.data.float()  # LoRA weights stay fp32 under mixed precision
 
 
+def distill_dirs(cfg: DistillConfig) -> tuple[Path, Path]:
+    """(work_dir, output_dir) of a run, with the defaults filled in for a built-in teacher.
+
+    >>> distill_dirs(DistillConfig(model="tiny-v2"))
+    (PosixPath('runs/lcm-tiny_v2'), PosixPath('.../animegen_utils/models/tiny_v2/lcm_lora'))
+    """
+    from ..pipelines import BUILTIN_MODELS
+
+    if cfg.model not in BUILTIN_MODELS and not (cfg.work_dir and cfg.output_dir):
+        raise ValueError(f"--model {cfg.model!r} is not a built-in model ({', '.join(BUILTIN_MODELS)}): "
+                         "pass --work-dir and --output-dir for it")
+    default_out = TINY_LCM_LORA_DIR if cfg.model == TINY else BUILTIN_MODELS.get(cfg.model, Path()) / "lcm_lora"
+    default_work = Path("runs/lcm" if cfg.model == TINY else f"runs/lcm-{BUILTIN_MODELS.get(cfg.model, Path()).name}")
+    return Path(cfg.work_dir or default_work), Path(cfg.output_dir or default_out)
+
+
 @dataclass
 class DistillResult:
     """Where the LCM-LoRA went, how far the run got, and the student UNet (base + LoRA)."""
@@ -312,7 +329,7 @@ def distill(cfg: DistillConfig, resume: bool = True, stop_after: int | None = No
         raise ValueError(f"Unknown loss_type {cfg.loss_type!r}. Valid choices: huber, l2.")
     if not 0 < cfg.w_min <= cfg.w_max:
         raise ValueError(f"Need 0 < w_min <= w_max, got {cfg.w_min}, {cfg.w_max}")
-    work, out = Path(cfg.work_dir), Path(cfg.output_dir)
+    work, out = distill_dirs(cfg)
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
 

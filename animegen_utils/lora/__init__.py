@@ -5,12 +5,12 @@
 >>> pipe = load_pipeline()
 >>> load_lora(pipe, result.lora_dir, adapter_name="mine", scale=0.8)
 
-Modules: ``dataset`` (three folder layouts), ``train`` (PEFT + accelerate),
-``adapters`` (per-pipeline LoRAs on shared weights), ``export`` (kohya keys for
-A1111/ComfyUI), ``toydata`` (notebook 03's new character), ``__main__`` (the shell).
+Modules: ``dataset`` (three folder layouts), ``train`` (PEFT + accelerate), ``export`` (kohya
+keys for A1111/ComfyUI), ``toydata`` (notebook 03's new character), ``__main__`` (the shell).
+The per-pipeline adapter functions are ``animegen_utils.adapters``'s, re-exported here.
 """
 
-from .adapters import activate_adapters, active_adapters, load_lora, set_lora_scale, unload_lora
+from ..adapters import activate_adapters, active_adapters, load_lora, set_lora_scale, unload_lora
 from .dataset import ImageCaptionDataset, load_image_dataset
 from .export import save_kohya, to_kohya
 from .train import DEFAULT_TARGETS, PLAN_TARGETS, LoraTrainingConfig, TrainingResult, train_lora

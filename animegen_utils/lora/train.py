@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .dataset import ImageCaptionDataset, load_image_dataset
-from .text_encoder import add_text_encoder_lora
+from ..adapters.text_encoder import add_text_encoder_lora
 
 __all__ = ["LoraTrainingConfig", "TrainingResult", "train_lora", "load_training_components", "DEFAULT_TARGETS",
            "PLAN_TARGETS"]

@@ -1,30 +1,6 @@
-"""LoRA adapters per pipeline, on weights that pipelines share.
+"""Which adapters each pipeline uses, on weights that pipelines share: load, scale, unload, activate.
 
-``load_pipeline`` gives every task's pipeline the *same* UNet and text encoder, so
-a LoRA injected into them is physically present for all of those pipelines. The
-kit records which adapters each pipeline asked for, at which scale, and
-``generate`` calls ``activate_adapters(pipe)`` first, which switches exactly that
-pipeline's adapters on. An adapter loaded for one pipeline therefore never changes
-another pipeline's images, whichever was loaded first.
-
->>> from animegen_utils import load_pipeline, generate
->>> from animegen_utils.lora import load_lora, set_lora_scale, unload_lora, active_adapters
->>> pipe = load_pipeline()
->>> plain = load_pipeline()                          # same weights, no LoRA
->>> load_lora(pipe, "outputs/03/lora", adapter_name="mika", scale=0.8)
-'mika'
->>> load_lora(pipe, "outputs/03/lora_style", adapter_name="style", scale=0.5)  # blended by name
-'style'
->>> active_adapters(pipe)
-{'mika': 0.8, 'style': 0.5}
->>> set_lora_scale(pipe, "mika", 1.0)
->>> unload_lora(pipe, "style")                       # unload_lora(pipe) drops them all
-
-Adapters loaded with diffusers' own ``pipe.load_lora_weights(...)`` are not
-recorded by the kit. They behave as diffusers documents: they live in the shared
-weights, so every pipeline sharing that UNet sees them, and ``set_adapters`` /
-``disable_lora`` / ``cross_attention_kwargs={"scale": s}`` work as usual. The kit
-never switches off such an adapter that diffusers left active.
+See the package docstring (``animegen_utils.adapters``) for the rules.
 """
 
 from __future__ import annotations
@@ -39,9 +15,10 @@ from typing import Any
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
+from .fusing import fuse, fusing_enabled, is_fused, unfuse
+
 __all__ = ["load_lora", "set_lora_scale", "unload_lora", "active_adapters", "activate_adapters",
-           "kit_adapter_names", "adapter_records", "adapter_sha256", "state_dict_sha256", "generation_record",
-           "load_recorded_adapters", "check_recorded_adapters"]
+           "kit_adapter_names", "adapter_sha256", "state_dict_sha256"]
 
 _RECORD = "animegen_adapters"      # on a pipeline: {adapter name: scale}, in load order
 _REGISTRY = "_animegen_lora"       # on a shared UNet: {adapter name: _Entry}
@@ -126,6 +103,7 @@ def load_lora(pipe, path_or_id: str | Path, adapter_name: str | None = None, sca
         if name in _present(_tuner_layers(pipe)):
             raise ValueError(f"Adapter name {name!r} was loaded with diffusers' load_lora_weights; "
                              "pass another adapter_name.")
+        unfuse(pipe.unet)  # new layers go into unmerged weights, and the snapshot is of those
         before = _snapshot(pipe)
         if str(path_or_id).startswith(("/", ".", "~")) and not Path(str(path_or_id)).expanduser().exists():
             raise FileNotFoundError(f"No LoRA file or folder at {path_or_id}")  # not a Hub id: say so
@@ -187,94 +165,6 @@ def _load_weights(pipe, path_or_id: str, name: str, load_kwargs: dict[str, Any])
     return state_dict_sha256(state)
 
 
-def adapter_records(pipe) -> list[dict[str, Any]]:
-    """What ``generate`` records about this pipeline's adapters: name, source (folder, file or Hub
-    id), weight file name, scale and the weights' SHA-256, in load order.
-
-    >>> adapter_records(pipe)
-    [{'name': 'mika', 'source': '/content/outputs/03/lora', 'weight_name': None, 'scale': 0.8, 'sha256': '...'}]
-    """
-    registry = _registry(pipe) if getattr(pipe, "unet", None) is not None else {}
-    lcm = _lcm_adapter(pipe)
-    records = []
-    for name, scale in active_adapters(pipe).items():
-        entry = registry.get(name)
-        if entry is not None and name != lcm:  # the LCM-LoRA goes with the sampler: see generation_record
-            records.append({"name": name, "source": entry.path_or_id, "weight_name": entry.weight_name,
-                            "scale": scale, "sha256": entry.sha256})
-    return records
-
-
-def _lcm_adapter(pipe) -> str | None:
-    from ..pipelines import _lcm_adapter_name
-
-    source = getattr(pipe, "animegen_lcm_lora", None)
-    return _lcm_adapter_name(source) if source is not None else None
-
-
-def generation_record(pipe) -> dict[str, Any]:
-    """What ``generate`` puts in every image's parameters about LoRAs: ``adapters`` (see
-    ``adapter_records``) and ``lcm_lora`` (source and hash), each only when there is one."""
-    record: dict[str, Any] = {}
-    adapters = adapter_records(pipe)
-    if adapters:
-        record["adapters"] = adapters
-    lcm = _lcm_adapter(pipe)
-    if lcm is not None:
-        from ..pipelines import LCM_ADAPTER
-
-        # "default": the model's own (the kit's for "tiny", the public one for SD1.5), found again
-        # by name on another machine, wherever the package is installed there.
-        record["lcm_lora"] = {"source": pipe.animegen_lcm_lora, "sha256": adapter_sha256(pipe, lcm),
-                              "default": lcm == LCM_ADAPTER}
-    return record
-
-
-def load_recorded_adapters(pipe, records: list[dict[str, Any]]) -> None:
-    """Load the adapters an image's parameters record (``params["adapters"]``) into ``pipe``.
-
-    Raises ``ModelNotFoundError`` naming the first one that cannot be loaded
-    (``check_recorded_adapters`` then compares the weights' hashes).
-    """
-    from ..pipelines import ModelNotFoundError
-
-    for rec in records:
-        kwargs = {"weight_name": rec["weight_name"]} if rec.get("weight_name") else {}
-        where = f"{rec['source']}/{rec['weight_name']}" if rec.get("weight_name") else rec["source"]
-        try:
-            load_lora(pipe, rec["source"], adapter_name=rec["name"], scale=rec["scale"], **kwargs)
-        except (OSError, ValueError) as err:
-            raise ModelNotFoundError(
-                f"The image was drawn with LoRA {rec['name']!r} (scale {rec['scale']}, sha256 {rec['sha256'][:12]}) "
-                f"from {where}, which cannot be loaded here: {type(err).__name__}: {err}. Put it back there, or "
-                "load it yourself and pass pipe=.") from err
-
-
-def check_recorded_adapters(pipe, records: list[dict[str, Any]], lcm_lora: dict[str, Any] | None = None) -> None:
-    """Warn where ``pipe``'s adapters (and LCM-LoRA) differ from the ones an image records."""
-    have = {r["name"]: r for r in adapter_records(pipe)}
-    problems = []
-    for rec in records:
-        mine = have.pop(rec["name"], None)
-        if mine is None:
-            problems.append(f"LoRA {rec['name']!r} from {rec['source']} is not loaded")
-        elif mine["sha256"] != rec["sha256"]:
-            problems.append(f"LoRA {rec['name']!r} has other weights (sha256 {mine['sha256'][:12]}, "
-                            f"the image's {rec['sha256'][:12]})")
-        elif mine["scale"] != rec["scale"]:
-            problems.append(f"LoRA {rec['name']!r} is at scale {mine['scale']}, the image's at {rec['scale']}")
-    problems += [f"LoRA {name!r} is loaded but the image was drawn without it" for name in have]
-    if lcm_lora:
-        lcm = _lcm_adapter(pipe)
-        sha = adapter_sha256(pipe, lcm) if lcm is not None else None
-        if sha != lcm_lora.get("sha256"):
-            problems.append(f"the LCM-LoRA differs from the image's {lcm_lora['source']} "
-                            f"(sha256 {str(sha)[:12]}, the image's {str(lcm_lora.get('sha256'))[:12]})")
-    if problems:
-        warnings.warn("The pipeline is not the one the image was drawn with: " + "; ".join(problems) + ".",
-                      stacklevel=3)
-
-
 def adapter_sha256(pipe, name: str) -> str | None:
     """The weights' hash of adapter ``name`` in ``pipe``'s shared weights (None if the kit did not load it)."""
     entry = _registry(pipe).get(name)
@@ -305,6 +195,7 @@ def unload_lora(pipe, name: str | None = None) -> None:
             continue
         entry.owners.discard(pipe)
         if not entry.owners:
+            unfuse(pipe.unet)  # peft would subtract the deleted adapter's delta from merged weights
             del registry[n]
             if n in _present(_tuner_layers(pipe)):
                 with warnings.catch_warnings():
@@ -352,10 +243,11 @@ def _eval_mode(pipe, layers: list[BaseTunerLayer]) -> None:
 
 
 def activate_adapters(pipe) -> None:
-    """Make this pipeline's adapters (and only those of the kit's) active, at their scales.
+    """Make this pipeline's adapters (and only those of the kit's) active, at their scales, fused
+    into the shared weights (``fusing``; ``set_fusing(pipe, False)`` keeps them unfused).
 
-    ``generate`` calls this before every pipeline call. Adapters that diffusers
-    loaded outside the kit keep the state diffusers gave them.
+    ``generate`` calls this before every pipeline call. Adapters that diffusers loaded outside the
+    kit keep the state diffusers gave them; while one is active nothing is fused.
     """
     layers = _tuner_layers(pipe)
     _eval_mode(pipe, layers)
@@ -371,11 +263,19 @@ def activate_adapters(pipe) -> None:
         raise RuntimeError(f"The pipeline's adapters {missing} are no longer in its weights (removed with "
                            "unload_lora_weights or delete_adapters?). Call unload_lora(pipe, name) and load again.")
     kit = set(_registry(pipe))
+    foreign = {id(layer): [] if layer.disable_adapters else [n for n in layer.active_adapters if n not in kit]
+               for layer in layers}
+    fuse_now = bool(record) and fusing_enabled(pipe) and not any(foreign.values())
+    key = tuple(record.items())
+    if fuse_now and is_fused(pipe.unet, key):
+        return  # the same adapters at the same scales are merged already: nothing to switch
+    unfuse(pipe.unet)
     for layer in layers:
         own = [n for n in record if n in layer.scaling]
-        foreign = [] if layer.disable_adapters else [n for n in layer.active_adapters if n not in kit]
         # Never disable a layer (an empty active list does the same): a layer that
         # diffusers' disable_lora switched off stays off unless this pipeline has its own.
-        _set_layer(layer, foreign + own, enabled=bool(own) or not layer.disable_adapters)
+        _set_layer(layer, foreign[id(layer)] + own, enabled=bool(own) or not layer.disable_adapters)
         for n in own:
             layer.set_scale(n, record[n])
+    if fuse_now:
+        fuse(pipe.unet, layers, record)
