@@ -394,10 +394,11 @@ def _load_controlnet(controlnet: str | ControlNetModel | None, base: StableDiffu
                      model: str, dtype: torch.dtype, config: str | None = None) -> ControlNetModel:
     if isinstance(controlnet, ControlNetModel):
         return controlnet
-    if controlnet == TINY or (controlnet is None and model in BUILTIN_MODELS):
-        # "tiny" as a ControlNet: the built-in one of the built-in base ("tiny"'s for other bases)
-        folder = _builtin_part(model if model in BUILTIN_MODELS else TINY, "controlnet", "ControlNet",
-                               "python -m animegen_utils.control train")
+    if controlnet in BUILTIN_MODELS or (controlnet is None and model in BUILTIN_MODELS):
+        # "tiny" as a ControlNet: the built-in one of the built-in base ("tiny"'s for other bases);
+        # another built-in name ("tiny-v2"): that model's own.
+        owner = model if controlnet in (None, TINY) and model in BUILTIN_MODELS else controlnet or TINY
+        folder = _builtin_part(owner, "controlnet", "ControlNet", "python -m animegen_utils.control train")
         return ControlNetModel.from_pretrained(folder, local_files_only=True, dtype=dtype)
     name = controlnet or DEFAULT_CONTROLNET
     path = Path(name).expanduser()

@@ -247,18 +247,31 @@ def test_edge_adherence_reports_both_arms_on_a_hand_drawn_sketch():
     assert r["with"][0][0].image.tobytes() != r["without"][0][0].image.tobytes()
 
 
-def test_the_shipped_controlnet_was_trained_with_the_default_config():
-    # The model card's promise: `python -m animegen_utils.control train` (all defaults) reproduces it.
+@pytest.mark.parametrize("model, steps", [("tiny-v2", None), ("tiny", 8_000)])
+def test_the_shipped_controlnet_was_trained_with_the_default_config(model, steps):
+    # The model card's promise: `python -m animegen_utils.control train --model <model>` reproduces it
+    # (version 1's with --steps 8000: a 64-px step costs a quarter of a 128-px one).
     import dataclasses
     import json
 
-    record = json.loads((TINY_CONTROLNET_DIR / "training.json").read_text())
-    assert record["config"] == dataclasses.asdict(ControlTrainConfig())
+    from animegen_utils.model_hash import model_hash
+    from animegen_utils.pipelines import BUILTIN_MODELS
+
+    folder = BUILTIN_MODELS[model] / "controlnet"
+    record = json.loads((folder / "training.json").read_text())
+    expected = dataclasses.asdict(ControlTrainConfig(**({"steps": steps} if steps else {})))
+    assert record["config"] == expected
+    assert record.get("image_size", 64) == load_pipeline(model).unet.config.sample_size * 4
+    if "base_model_hash" in record:  # version 1's record predates the field
+        assert record["base_model_hash"] == model_hash(BUILTIN_MODELS[model])
 
 
-def test_tiny_version_2_has_no_controlnet_yet_and_says_where_one_is():
-    with pytest.raises(ModelNotFoundError, match=r"'tiny-v2' has no ControlNet yet .*control train.* model='tiny' has one"):
-        load_pipeline("tiny-v2", task="controlnet")
+def test_tiny_version_2_has_its_own_controlnet():
+    cn = load_pipeline("tiny-v2", task="controlnet")
+    assert cn.controlnet.config.block_out_channels == cn.unet.config.block_out_channels
+    assert cn.controlnet is not load_pipeline("tiny", task="controlnet").controlnet
+    by_name = load_pipeline("tiny-v2", task="controlnet", controlnet="tiny-v2")
+    assert torch.equal(by_name.controlnet.conv_in.weight, cn.controlnet.conv_in.weight)
 
 
 def test_a_controlnet_made_for_another_architecture_is_refused_before_drawing(dummy_model_dir):
