@@ -279,7 +279,9 @@ def generate(
     pipe.set_progress_bar_config(disable=not progress)
     clip_skip = pipeline_kwargs.pop("clip_skip", info.clip_skip)
     results: list[Generation] = []
-    activate_adapters(pipe)  # this pipeline's LoRAs only; components are shared
+    # This pipeline's LoRAs only (components are shared), merged into the weights unless the
+    # call scales unfused LoRA layers itself.
+    activate_adapters(pipe, fuse_adapters="scale" not in (pipeline_kwargs.get("cross_attention_kwargs") or {}))
     for start in range(0, len(positives), batch_size):
         sl = slice(start, start + batch_size)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds[sl]]

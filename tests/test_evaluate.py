@@ -36,6 +36,47 @@ def test_probe_separates_every_value_of_every_attribute(probe):
             assert hits >= 2, (attr, value)
 
 
+def posed(images, seed=0):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from animegen_utils.evaluate.probe import random_pose_warp
+
+    x = torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    moved = random_pose_warp(x, torch.Generator().manual_seed(seed), prob=1.0)
+    arr = ((moved + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    return x, moved, [Image.fromarray(a) for a in arr]
+
+
+def test_pose_warp_moves_every_picture_and_keeps_its_size():
+    import torch
+
+    from animegen_utils.evaluate.probe import random_pose_warp
+
+    images, _ = _render_batch(8, random.Random("test-pose-warp"), size=64)
+    x, moved, _ = posed(images)
+    assert moved.shape == x.shape
+    assert all((moved[i] - x[i]).abs().mean() > 0.02 for i in range(len(images)))
+    assert torch.equal(random_pose_warp(x, torch.Generator().manual_seed(0), prob=0.0), x)
+
+
+def test_the_posed_probe_reads_characters_the_centred_probe_misses():
+    from animegen_utils.evaluate import ProbeScorer
+
+    images, labels = _render_batch(120, random.Random("test-posed-probe"), size=128)
+    _, _, moved = posed(images, seed=3)
+    requested = [{k: labels[k][i] for k in labels} for i in range(len(images))]
+    centred = ProbeScorer.for_model("tiny-v2").accuracy(moved, requested)
+    posed_read = ProbeScorer.for_model("tiny-v2", posed=True).accuracy(moved, requested)
+    assert min(posed_read.values()) >= 0.9, posed_read
+    assert posed_read["eye_color"] > centred["eye_color"]
+    assert ProbeScorer.for_model("tiny-v2").probe.image_size == 128
+    assert ProbeScorer.for_model("some/hub-model").probe.image_size == load_probe().image_size
+    with pytest.raises(ValueError, match="posed probes: tiny-v2"):
+        ProbeScorer.for_model("tiny", posed=True)
+
+
 def test_evaluation_command_on_the_builtin_model(tmp_path):
     out = tmp_path / "eval.json"
     report = evaluate_main(["--model", "tiny", "--n", "30", "--steps", "15", "--output", str(out)])

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from animegen_utils import clear_pipeline_cache, generate, load_pipeline
+from animegen_utils.adapters import fused_adapters, set_fusing
 from animegen_utils.lora import active_adapters, load_lora, set_lora_scale, unload_lora
 
 PROMPT = "1girl, smile, pink hair"
@@ -157,3 +158,43 @@ def test_errors_name_the_problem(dummy_model_dir, loras):
     a.unload_lora_weights()  # diffusers removes every LoRA layer from the shared weights
     with pytest.raises(RuntimeError, match="no longer in its weights"):
         image(a)
+
+
+def test_fused_by_default_unfused_on_request(dummy_model_dir, loras, references):
+    pipe = load_pipeline(str(dummy_model_dir))
+    load_lora(pipe, loras[0], adapter_name="first")
+    assert np.array_equal(image(pipe), references["lora1"])          # what diffusers' fuse_lora draws
+    assert fused_adapters(pipe) == {"first": 1.0}
+    set_fusing(pipe, False)
+    assert np.array_equal(image(pipe), references["lora1:unfused"])  # peft's unfused layers
+    assert fused_adapters(pipe) == {}
+    set_fusing(pipe, True)
+    # A call that scales the unfused layers itself (diffusers' own knob) runs them unfused.
+    [g] = generate(pipe, PROMPT, seed=0, steps=2, guidance=5.0, progress=False,
+                   cross_attention_kwargs={"scale": 0.5})
+    assert np.array_equal(np.asarray(g.image, dtype=np.int16), references["lora1@0.5:unfused"])
+    assert np.array_equal(image(pipe), references["lora1"])
+
+
+@pytest.mark.parametrize("plain_first", [True, False])
+def test_shared_weights_come_back_bit_for_bit_after_many_switches(dummy_model_dir, loras, references, plain_first):
+    plain = load_pipeline(str(dummy_model_dir))
+    original = {k: v.clone() for k, v in plain.unet.state_dict().items()}
+    a, b = load_pipeline(str(dummy_model_dir)), load_pipeline(str(dummy_model_dir))
+    if plain_first:
+        assert np.array_equal(image(plain), references["base"])
+    load_lora(a, loras[0], adapter_name="first")
+    load_lora(b, loras[1], adapter_name="second", scale=0.5)
+    for _ in range(2):
+        for pipe, key in ((a, "lora1"), (plain, "base"), (b, "lora2@0.5"), (a, "lora1"), (b, "lora2@0.5")):
+            assert np.array_equal(image(pipe), references[key]), key
+    assert np.array_equal(image(plain), references["base"])
+    after = plain.unet.state_dict()
+
+    def now(key):  # peft moves an adapted layer's own weights under .base_layer
+        module, name = key.rsplit(".", 1)
+        return after[key] if key in after else after[f"{module}.base_layer.{name}"]
+
+    moved = [k for k in original if k not in after]
+    assert moved  # the adapted layers: the ones fusing wrote into
+    assert all(torch.equal(original[k], now(k)) for k in original)

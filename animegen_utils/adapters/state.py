@@ -242,12 +242,15 @@ def _eval_mode(pipe, layers: list[BaseTunerLayer]) -> None:
                 model.eval()
 
 
-def activate_adapters(pipe) -> None:
+def activate_adapters(pipe, fuse_adapters: bool = True) -> None:
     """Make this pipeline's adapters (and only those of the kit's) active, at their scales, fused
-    into the shared weights (``fusing``; ``set_fusing(pipe, False)`` keeps them unfused).
+    into the shared weights (``fusing``; ``set_fusing(pipe, False)`` or ``fuse_adapters=False``
+    keeps them unfused).
 
-    ``generate`` calls this before every pipeline call. Adapters that diffusers loaded outside the
-    kit keep the state diffusers gave them; while one is active nothing is fused.
+    ``generate`` calls this before every pipeline call, unfused when the call passes
+    ``cross_attention_kwargs={"scale": s}`` (peft applies that scale to unfused layers only).
+    Adapters that diffusers loaded outside the kit keep the state diffusers gave them; while one
+    is active nothing is fused.
     """
     layers = _tuner_layers(pipe)
     _eval_mode(pipe, layers)
@@ -265,7 +268,7 @@ def activate_adapters(pipe) -> None:
     kit = set(_registry(pipe))
     foreign = {id(layer): [] if layer.disable_adapters else [n for n in layer.active_adapters if n not in kit]
                for layer in layers}
-    fuse_now = bool(record) and fusing_enabled(pipe) and not any(foreign.values())
+    fuse_now = bool(record) and fuse_adapters and fusing_enabled(pipe) and not any(foreign.values())
     key = tuple(record.items())
     if fuse_now and is_fused(pipe.unet, key):
         return  # the same adapters at the same scales are merged already: nothing to switch

@@ -17,7 +17,7 @@ from typing import Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from .probe import AttributeProbe, load_probe
+from .probe import PROBE_DIRS, AttributeProbe, load_probe, probe_dir_for
 
 
 class AdherenceScorer(Protocol):
@@ -36,6 +36,18 @@ class ProbeScorer:
 
     def __init__(self, probe: AttributeProbe | None = None) -> None:
         self.probe = probe or load_probe()
+
+    @classmethod
+    def for_model(cls, model: str, posed: bool = False) -> "ProbeScorer":
+        """The probe that reads built-in ``model``'s pictures (``posed=True``: characters in any
+        pose, as sketches draw them); for other models the default probe, which reads the toy
+        world only.
+
+        >>> ProbeScorer.for_model("tiny-v2").probe.image_size
+        128
+        """
+        known = model in PROBE_DIRS
+        return cls(load_probe(probe_dir_for(model if known or posed else "tiny", posed=posed)))
 
     def predict(self, images: Sequence[Image.Image]) -> dict[str, list[str]]:
         return self.probe.predict(list(images))
