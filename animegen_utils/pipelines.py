@@ -371,7 +371,9 @@ def controlnet_from_unet(unet, vae_scale_factor: int = 8) -> ControlNetModel:
     """
     steps = int(vae_scale_factor).bit_length() - 1
     channels = (16, 32, 96, 256)[: steps + 1]
-    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels).to(unet.dtype)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
+    # Cast only when needed: diffusers' to(dtype) logs a float32-modules warning even when there are none.
+    return controlnet if controlnet.dtype == unet.dtype else controlnet.to(unet.dtype)
 
 
 def check_controlnet_fits(controlnet: ControlNetModel, unet) -> None:

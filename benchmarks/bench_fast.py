@@ -3,6 +3,7 @@
     python benchmarks/bench_fast.py adherence --n 200            # probe adherence per point (cached per point)
     python benchmarks/bench_fast.py speed --repeats 12           # s/image at batch 1, all points in one run
     python benchmarks/bench_fast.py report                       # fast.md, the Pareto figure, the bars
+    python benchmarks/bench_fast.py adherence --model tiny-v2 --points v2   # version 2 (fast_adherence_v2.json)
 
 Adherence: the evaluation's random requests on seeds from 1,000,000 on (never used by any training),
 read back by the attribute probe; images depend only on their seeds, so they are drawn in batches.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from animegen_utils.evaluate import ProbeScorer
 from animegen_utils.fast.frontier import (BAR_ATTRIBUTES, BARS, SamplerPoint, mean_adherence, measure_adherence,
                                           measure_speed, meets_bars, pareto_front, plot_map)
 
@@ -40,8 +42,17 @@ KEY_POINTS = [BASELINE, DEFAULT, SamplerPoint("ddim", 8, 7.5), SamplerPoint("dpm
     SamplerPoint("lcm", s, 1.0) for s in (1, 2, 4)]
 
 
+# Version 2's bar points: DPM++-20 (the reference) and LCM at 1, 2 and 4 steps.
+V2_POINTS = [DEFAULT] + [SamplerPoint("lcm", s, 1.0) for s in (1, 2, 4)]
+
+
 def _points(which: str) -> list[SamplerPoint]:
-    return {"base": BASE_POINTS, "lcm": LCM_POINTS, "all": BASE_POINTS + LCM_POINTS, "key": KEY_POINTS}[which]
+    return {"base": BASE_POINTS, "lcm": LCM_POINTS, "all": BASE_POINTS + LCM_POINTS, "key": KEY_POINTS,
+            "v2": V2_POINTS}[which]
+
+
+def _suffix(model: str) -> str:
+    return "" if model == "tiny" else "_" + model.replace("tiny-", "")
 
 
 def _key(p: SamplerPoint) -> str:
@@ -65,14 +76,15 @@ def _save(obj: dict, path: Path) -> None:
 
 
 def adherence(args) -> None:
-    path = args.results / "fast_adherence.json"
+    path = args.results / f"fast_adherence{_suffix(args.model)}.json"
+    scorer = ProbeScorer.for_model(args.model)
     done = _load(path)
     for p in _points(args.points):
         key = f"{_key(p)}|n{args.n}"
         if key in done and not args.force:
             continue
         started = time.perf_counter()
-        acc = measure_adherence(p, n=args.n, batch_size=16)
+        acc = measure_adherence(p, n=args.n, batch_size=16, model=args.model, scorer=scorer)
         # Merge into the file as it is now: other runs of this script may be adding points too.
         done = {**_load(path), key: {**acc, "seconds": round(time.perf_counter() - started, 1)}}
         _save(done, path)  # after every point: nothing lost if interrupted
@@ -157,7 +169,8 @@ def report(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("phase", choices=("adherence", "speed", "report"))
-    parser.add_argument("--points", choices=("base", "lcm", "all", "key"), default="all")
+    parser.add_argument("--points", choices=("base", "lcm", "all", "key", "v2"), default="all")
+    parser.add_argument("--model", default="tiny", help="a built-in model (adherence phase)")
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=12)
     parser.add_argument("--force", action="store_true", help="re-measure points already in the results")

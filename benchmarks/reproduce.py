@@ -82,6 +82,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("controlnet_v2_guidance_end", ("controlnet_v2_guidance_end_0.8.json",),
           ("benchmarks/bench_controlnet.py", "--model", "tiny-v2", "--sets", "held_out,samples", "--guidance-end", "0.8",
            "--output", f"{OUT}/controlnet_v2_guidance_end_0.8.json"), None, 8),
+    Stage("fast_adherence_v2", ("fast_adherence_v2.json",),
+          ("benchmarks/bench_fast.py", "adherence", "--model", "tiny-v2", "--points", "v2", "--results", OUT), None, 6),
     Stage("fast_sidebyside_v2", ("fast_sidebyside_v2.json",),
           ("benchmarks/bench_fast_sidebyside.py", "--model", "tiny-v2", "--output", f"{OUT}/fast_sidebyside_v2.json"),
           ("benchmarks/bench_fast_sidebyside.py", "--model", "tiny-v2", "--repeats", "3",
