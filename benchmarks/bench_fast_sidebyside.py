@@ -59,19 +59,18 @@ def main() -> None:
     lcm_unfused = load_pipeline(args.model, scheduler="lcm")
     set_fusing(lcm_unfused, False)
     plain = diffusers_lcm_pipeline(BUILTIN_MODELS[args.model], default_lcm_lora(args.model))
-    [probe] = generate(dpm, prompt, seed=0, steps=1, progress=False)
-    negative = probe.params.get("negative_prompt") or None  # what generate passes the pipeline
+    text, negative = prompt.positive, prompt.negative or None  # what generate passes the pipeline
 
     def kit(pipe, steps, guidance):
         return pipe, lambda seed: generate(pipe, prompt, seed=seed, steps=steps, guidance=guidance, batch_size=1,
                                            progress=False)
 
     def direct(seed):  # dpm's own pipeline, called as diffusers users call it
-        return dpm(prompt=prompt, negative_prompt=negative, num_inference_steps=20, guidance_scale=7.5,
+        return dpm(prompt=text, negative_prompt=negative, num_inference_steps=20, guidance_scale=7.5,
                    generator=torch.Generator("cpu").manual_seed(seed))
 
     def diffusers_lcm(seed):
-        return plain(prompt=prompt, num_inference_steps=4, guidance_scale=1.0,
+        return plain(prompt=text, num_inference_steps=4, guidance_scale=1.0,
                      generator=torch.Generator("cpu").manual_seed(seed))
 
     # (pipeline whose adapters are switched in before the clock starts, draw): a switch between
@@ -100,7 +99,7 @@ def main() -> None:
         switch_unfuse.append(time.perf_counter() - started)
     s = {name: statistics.median(t) for name, t in times.items()}
     result = {
-        "model": args.model, "repeats": args.repeats, "batch": 1, "prompt": prompt,
+        "model": args.model, "repeats": args.repeats, "batch": 1, "prompt": text,
         "s_per_image": {k: round(v, 5) for k, v in s.items()},
         "ratios": {
             "kit_lcm4_over_diffusers_fused_lcm4": round(s["kit lcm-4"] / s["diffusers lcm-4 (fuse_lora)"], 3),

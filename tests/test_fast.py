@@ -1,5 +1,7 @@
 """Few-step generation: scheduler="lcm", the LCM-LoRA distillation, the SD1.5 path."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -281,6 +283,28 @@ def test_lcm_timesteps_follow_the_adapters_skip_schedule(dummy_model_dir, tmp_pa
     assert plain.scheduler.config.original_inference_steps == 50
 
 
-def test_tiny_version_2_has_no_lcm_lora_yet_and_says_where_one_is():
-    with pytest.raises(ModelNotFoundError, match=r"'tiny-v2' has no LCM-LoRA yet .*fast distill.* model='tiny' has one"):
-        load_pipeline("tiny-v2", scheduler="lcm")
+def test_tiny_version_2_loads_its_own_lcm_lora():
+    import json
+
+    from animegen_utils.adapters import fused_adapters
+    from animegen_utils.pipelines import BUILTIN_MODELS, default_lcm_lora
+
+    source = default_lcm_lora("tiny-v2")
+    assert Path(source) == BUILTIN_MODELS["tiny-v2"] / "lcm_lora"
+    record = json.loads((Path(source) / "distill.json").read_text())
+    assert record["config"]["model"] == "tiny-v2" and record["steps"] == record["config"]["max_train_steps"]
+    pipe = load_pipeline("tiny-v2", scheduler="lcm")
+    [g] = generate(pipe, "1girl, smile", seed=0, steps=2, guidance=1.0, progress=False)
+    assert g.image.size == (128, 128) and fused_adapters(pipe)
+
+
+def test_a_builtin_model_without_a_part_says_where_one_is(tmp_path, monkeypatch):
+    import shutil
+
+    from animegen_utils.pipelines import BUILTIN_MODELS
+
+    bare = tmp_path / "tiny_bare"
+    shutil.copytree(BUILTIN_MODELS["tiny-v2"], bare, ignore=shutil.ignore_patterns("lcm_lora", "controlnet"))
+    monkeypatch.setitem(BUILTIN_MODELS, "tiny-bare", bare)
+    with pytest.raises(ModelNotFoundError, match=r"'tiny-bare' has no LCM-LoRA yet .*fast distill.* model='tiny' has one"):
+        load_pipeline("tiny-bare", scheduler="lcm")
