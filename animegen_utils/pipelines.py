@@ -397,9 +397,9 @@ def _load_controlnet(controlnet: str | ControlNetModel | None, base: StableDiffu
     if isinstance(controlnet, ControlNetModel):
         return controlnet
     if controlnet in BUILTIN_MODELS or (controlnet is None and model in BUILTIN_MODELS):
-        # "tiny" as a ControlNet: the built-in one of the built-in base ("tiny"'s for other bases);
-        # another built-in name ("tiny-v2"): that model's own.
-        owner = model if controlnet in (None, TINY) and model in BUILTIN_MODELS else controlnet or TINY
+        # None or "tiny" on a built-in base: the base's own; otherwise the named built-in model's
+        # ("tiny" on any other base is version 1's).
+        owner = model if controlnet in (None, TINY) and model in BUILTIN_MODELS else controlnet
         folder = _builtin_part(owner, "controlnet", "ControlNet", "python -m animegen_utils.control train")
         return ControlNetModel.from_pretrained(folder, local_files_only=True, dtype=dtype)
     name = controlnet or DEFAULT_CONTROLNET

@@ -36,26 +36,16 @@ def test_probe_separates_every_value_of_every_attribute(probe):
             assert hits >= 2, (attr, value)
 
 
-def posed(images, seed=0):
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from animegen_utils.evaluate.probe import random_pose_warp
-
-    x = torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2).float() / 127.5 - 1
-    moved = random_pose_warp(x, torch.Generator().manual_seed(seed), prob=1.0)
-    arr = ((moved + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-    return x, moved, [Image.fromarray(a) for a in arr]
-
-
 def test_pose_warp_moves_every_picture_and_keeps_its_size():
     import torch
 
     from animegen_utils.evaluate.probe import random_pose_warp
 
+    import numpy as np
+
     images, _ = _render_batch(8, random.Random("test-pose-warp"), size=64)
-    x, moved, _ = posed(images)
+    x = torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    moved = random_pose_warp(x, torch.Generator().manual_seed(0), prob=1.0)
     assert moved.shape == x.shape
     assert all((moved[i] - x[i]).abs().mean() > 0.02 for i in range(len(images)))
     assert torch.equal(random_pose_warp(x, torch.Generator().manual_seed(0), prob=0.0), x)
@@ -64,8 +54,10 @@ def test_pose_warp_moves_every_picture_and_keeps_its_size():
 def test_the_posed_probe_reads_characters_the_centred_probe_misses():
     from animegen_utils.evaluate import ProbeScorer
 
+    from animegen_utils.evaluate.probe import pose_warped_images
+
     images, labels = _render_batch(120, random.Random("test-posed-probe"), size=128)
-    _, _, moved = posed(images, seed=3)
+    moved = pose_warped_images(images, seed=3)
     requested = [{k: labels[k][i] for k in labels} for i in range(len(images))]
     centred = ProbeScorer.for_model("tiny-v2").accuracy(moved, requested)
     posed_read = ProbeScorer.for_model("tiny-v2", posed=True).accuracy(moved, requested)
