@@ -38,9 +38,12 @@ from PIL import Image, PngImagePlugin
 
 from .adapters import activate_adapters, check_recorded_adapters, generation_record, load_recorded_adapters, unload_lora
 from .errors import ModelNotFoundError
+from .fast.cache import deepcache_config, unet_cache
 from .memory import check_memory as _check_memory
 from .pipelines import SCHEDULERS, load_pipeline, pipeline_info, recommended_settings
 from .prompts import Prompt, check_token_budget
+from .reference import (attach_reference, check_recorded_reference, load_recorded_reference, prepare_reference,
+                        recorded_reference_kwargs, unload_reference_adapter)
 from .hires import a1111_upscaler_name, check_hires, hires_pass
 from .lora_tags import apply_prompt_loras, release_prompt_loras
 from .infotext import generate_kwargs, read_foreign_parameters
@@ -179,6 +182,9 @@ def generate(
     hires_strength: float = 0.5,
     hires_steps: int | None = None,
     hires_upscaler: Any = "latent",
+    deepcache: Any = None,
+    reference: Any = None,
+    reference_scale: float | None = None,
     **pipeline_kwargs: Any,
 ) -> list[Generation]:
     """Generate one image per (prompt, seed).
@@ -213,6 +219,16 @@ def generate(
     refine with img2img at ``hires_strength`` for ``hires_steps`` (default ``steps``).
     The PNG records the prompt as written.
 
+    ``deepcache=3`` (or ``{"interval": 3, "branch": 0}``) switches DeepCache on for this call's
+    (first-pass) pipeline calls only: the full UNet every 3rd step, its deep features reused between
+    (``animegen_utils.fast.cache``; off by default, recorded in ``params["deepcache"]``).
+
+    ``reference=`` a picture (PIL image or path, any size or mode) draws with the pipeline's IP-Adapter
+    (``load_pipeline(..., ip_adapter=True)`` or ``reference.load_reference_adapter``) at
+    ``reference_scale`` (default: the pipeline's, see ``reference.set_reference_scale``); its embeddings
+    are computed once per picture and reused, and the PNG records its SHA-256 and the scale
+    (``params["reference_sha256"]``, ``params["reference_scale"]``; ``animegen_utils.reference``).
+
     >>> [g] = generate(pipe, "1girl, (angry:1.4), happy", seed=0, hires_scale=2.0)
     """
     prompts = _as_prompts(prompt)
@@ -230,6 +246,8 @@ def generate(
     if negative is not None and not isinstance(negative, str):
         raise TypeError(f"negative must be a string or None; got {type(negative).__name__}")
     _check_pipeline_kwargs(pipeline_kwargs)
+    cache = deepcache_config(pipe, deepcache)
+    ref = prepare_reference(pipe, reference, reference_scale, guidance, pipeline_kwargs)
     takes_size = _takes_size(pipe)
     if not takes_size and pipeline_kwargs.get("image") is not None:
         height, width = _source_size(pipe, pipeline_kwargs["image"], height, width)
@@ -294,17 +312,23 @@ def generate(
                     "negative_prompt_embeds": encode_text(pipe, negatives[sl], clip_skip)}
         else:
             text = {"prompt": encoded[sl], "negative_prompt": negatives[sl] if any(negatives[sl]) else None}
-        out = pipe(
-            **text,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            **({"height": height, "width": width} if takes_size else {}),
-            generator=generators,
-            **({"output_type": "latent"} if hires else {}),
-            **pipeline_kwargs,
-        )
-        images = out.images if hires is None else hires_pass(pipe, out.images, text, generators, guidance, hires,
-                                                             progress, pipeline_kwargs)
+        with unet_cache(pipe, cache), attach_reference(pipe, ref) as reference_kwargs:
+            out = pipe(
+                **text,
+                **reference_kwargs,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                **({"height": height, "width": width} if takes_size else {}),
+                generator=generators,
+                **({"output_type": "latent"} if hires else {}),
+                **pipeline_kwargs,
+            )
+        if hires is None:
+            images = out.images
+        else:
+            with attach_reference(pipe, ref) as reference_kwargs:
+                images = hires_pass(pipe, out.images, text, generators, guidance, hires, progress,
+                                    {**pipeline_kwargs, **reference_kwargs})
         flagged = _safety_flags(out, len(seeds[sl]))
         batch = list(zip(images, positives[sl], negatives[sl], seeds[sl]))
         for index, (image, pos, neg, s) in enumerate(batch):
@@ -326,6 +350,10 @@ def generate(
                 if isinstance(pipeline_kwargs.get(k), Image.Image):
                     params[f"{k}_sha256"] = image_sha256(pipeline_kwargs[k])
             params.update(recorded)
+            if ref is not None:
+                params.update(ref.record())
+            if cache is not None:
+                params["deepcache"] = cache.record()
             if flagged[index]:
                 params["nsfw_blacked_out"] = True
             results.append(Generation(image=image, params=params))
@@ -386,6 +414,10 @@ def a1111_parameters(params: dict[str, Any]) -> str:
         fields += [f"Denoising strength: {params['hires_strength']}", f"Hires upscale: {params['hires_scale']}",
                    f"Hires steps: {params['hires_steps']}",
                    f"Hires upscaler: {a1111_upscaler_name(params['hires_upscaler'])}"]
+    if params.get("reference_sha256"):  # the kit's own fields: the picture itself is not in the file
+        fields += [f"Reference hash: {params['reference_sha256']}", f"Reference scale: {params['reference_scale']}"]
+        if params.get("reference_adapter"):
+            fields.append(f"Reference adapter: {params['reference_adapter']['name']}")
     if params.get("weighting") is False and has_weight_syntax(params["prompt"] + params.get("negative", "")):
         fields.append("Emphasis: None")  # A1111's name for brackets read as text
     return f"{params['prompt']}\nNegative prompt: {params.get('negative', '')}\n" + ", ".join(fields)
@@ -440,12 +472,19 @@ def _recorded_pipeline(p: dict[str, Any], pipe=None):
                                          f"(sha256 {str(lcm.get('sha256'))[:12]}), which cannot be loaded here: {err}") from err
             raise
         load_recorded_adapters(pipe, adapters)
+        if p.get("reference_adapter"):
+            load_recorded_reference(pipe, p["reference_adapter"])
     check_recorded_adapters(pipe, adapters, lcm)
+    if p.get("reference_adapter"):
+        problems = check_recorded_reference(pipe, p["reference_adapter"])
+        if problems:
+            warnings.warn("The pipeline is not the one the image was drawn with: " + "; ".join(problems) + ".",
+                          stacklevel=3)
     return pipe
 
 
 def reproduce(path: str | Path, pipe=None, progress: bool = False, lora_dirs=None,
-              scheduler: str | None = None) -> Generation:
+              scheduler: str | None = None, reference: Any = None) -> Generation:
     """Generate an image again from the parameters stored in its PNG.
 
     Loads the pipeline named in the file unless ``pipe`` is given, with the LCM-LoRA and
@@ -466,12 +505,19 @@ def reproduce(path: str | Path, pipe=None, progress: bool = False, lora_dirs=Non
     for their sampler. Fields the kit does not use are named in a warning, and
     ``max_pixel_diff`` is None (their noise is generated differently).
 
+    A picture drawn with ``reference=`` records only the reference's SHA-256: pass the same
+    picture as ``reference=`` (checked against the hash); its IP-Adapter is loaded like a LoRA.
+
     >>> again = reproduce("happy.png")
     >>> again.max_pixel_diff <= 1
     True
     """
     p = read_parameters(path)
+    reference_kwargs = recorded_reference_kwargs(p, reference, str(path))
     if "source" in p:
+        if reference_kwargs:
+            raise ValueError(f"{path} records a reference picture but no kit parameters; reproduce() redraws "
+                             "references from the kit's own PNGs only.")
         return _reproduce_foreign(p, path, pipe, progress, lora_dirs, scheduler)
     if p.get("task", "txt2img") != "txt2img":
         raise ValueError(f"reproduce() handles txt2img images; this one is {p['task']} (its input image is not in the file)")
@@ -480,15 +526,17 @@ def reproduce(path: str | Path, pipe=None, progress: bool = False, lora_dirs=Non
     size, index = int(p.get("batch_size", 1)), int(p.get("batch_index", 0))
     gens = generate(pipe, [p["prompt"]] * size, seed=[p["seed"]] * size, steps=p["steps"], guidance=p["guidance"],
                     height=p["height"], width=p["width"], negative=p["negative"], batch_size=size,
-                    progress=progress, lora_dirs=lora_dirs, **_recorded_options(p))
+                    progress=progress, lora_dirs=lora_dirs, **_recorded_options(p), **reference_kwargs)
     if loaded and p.get("adapters"):
         unload_lora(pipe)  # the pipeline was made for this call: its LoRAs leave the shared weights
+    if loaded and p.get("reference_adapter"):
+        unload_reference_adapter(pipe)
     again = gens[index]
     again.model_changed = _model_changed(p, again.params.get("model_hash"), path)
     with Image.open(path) as saved:
-        reference = np.asarray(saved.convert("RGB"), dtype=np.int16)
+        saved_pixels = np.asarray(saved.convert("RGB"), dtype=np.int16)
     again.params.update(batch_size=size, batch_index=index)
-    again.max_pixel_diff = int(np.abs(np.asarray(again.image, dtype=np.int16) - reference).max())
+    again.max_pixel_diff = int(np.abs(np.asarray(again.image, dtype=np.int16) - saved_pixels).max())
     return again
 
 
@@ -506,7 +554,7 @@ def _model_changed(p: dict[str, Any], now: str | None, path: str | Path) -> bool
 
 def _recorded_options(p: dict[str, Any]) -> dict[str, Any]:
     """The A1111-syntax and hires settings a kit PNG records; PNGs from before weighting read prompts literally."""
-    options: dict[str, Any] = {"weighting": p.get("weighting", False)}
+    options: dict[str, Any] = {"weighting": p.get("weighting", False), "deepcache": p.get("deepcache")}
     if "hires_scale" in p:
         options.update(hires_scale=p["hires_scale"], hires_strength=p["hires_strength"],
                        hires_steps=p["hires_steps"], hires_upscaler=p["hires_upscaler"])

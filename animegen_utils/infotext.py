@@ -130,6 +130,12 @@ def parse_infotext(text: str) -> dict[str, Any]:
             out["hires_steps"] = _number(key, value, int) or None
         elif key == "Hires upscaler":
             out["hires_upscaler"] = {"Latent": "latent", "Lanczos": "lanczos"}.get(value, value)
+        elif key == "Reference hash":
+            out["reference_sha256"] = value  # the kit's: SHA-256 of the reference picture's pixels
+        elif key == "Reference scale":
+            out["reference_scale"] = _number(key, value)
+        elif key == "Reference adapter":
+            info[key] = value
         elif key == "Emphasis" and value in ("None", "Original"):
             out["weighting"] = value == "Original"  # A1111 writes it only when not "Original"
         elif key in INFO_FIELDS:

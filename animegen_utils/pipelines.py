@@ -32,22 +32,22 @@ from diffusers import (
     StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
+    TCDScheduler,
     UniPCMultistepScheduler,
 )
 
 from .adapters import LCM_ADAPTER, active_adapters, load_lora, unload_lora
 from .errors import ModelNotFoundError
+from .reference import SD15_IP_ADAPTER, load_reference_adapter
 from .model_hash import model_hash
 
+#: The built-in model (version 2: 128 px on 32x32 latents; version 1's 64-px weights are retired).
 TINY = "tiny"
-#: Version 2 of the built-in model (128 px on 32x32 latents), shipped beside "tiny" (version 1)
-#: until everything trained on version 1 (probe, ControlNet, LCM-LoRA, LoRA) is rebuilt on it.
-TINY_V2 = "tiny-v2"
 PACKAGE_MODELS = Path(__file__).parent / "models"
 TINY_MODEL_DIR = PACKAGE_MODELS / "tiny"
 #: The built-in models by name: each folder is a diffusers pipeline, with its own ControlNet
 #: (``controlnet/``) and LCM-LoRA (``lcm_lora/``) beside it where they have been trained.
-BUILTIN_MODELS: dict[str, Path] = {TINY: TINY_MODEL_DIR, TINY_V2: PACKAGE_MODELS / "tiny_v2"}
+BUILTIN_MODELS: dict[str, Path] = {TINY: TINY_MODEL_DIR}
 TINY_CONTROLNET_DIR = TINY_MODEL_DIR / "controlnet"
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_canny"
@@ -72,7 +72,12 @@ SCHEDULERS: dict[str, tuple[type, dict[str, Any], str]] = {
     "unipc": (UniPCMultistepScheduler, {}, "UniPC"),
     # Few-step sampling: load_pipeline(scheduler="lcm") also loads the matching LCM-LoRA.
     "lcm": (LCMScheduler, {}, "LCM"),
+    # Trajectory Consistency Distillation's sampler (eta=, its gamma, goes to generate): for a TCD
+    # or Hyper-SD LoRA given as lcm_lora= (SD1.x default: h1t/TCD-SD15-LoRA).
+    "tcd": (TCDScheduler, {}, "TCD"),
 }
+#: The schedulers that load a few-step adapter (``lcm_lora=``) for their pipeline.
+FEW_STEP_SCHEDULERS = ("lcm", "tcd")
 
 # (steps, guidance) that ``generate`` uses when the caller gives none, per scheduler
 # short name. Multistep solvers converge in ~20 steps; the rest are listed where
@@ -81,13 +86,15 @@ DEFAULT_SETTINGS: tuple[int, float] = (20, 7.5)
 RECOMMENDED_SETTINGS: dict[str, tuple[int, float]] = {
     "pndm": (50, 7.5),  # diffusers' own default for PNDM/PLMS
     "lcm": (4, 1.0),    # LCM-LoRA: guidance is distilled in; 1.0 skips the unconditional pass (notebook 06)
+    "tcd": (4, 1.0),    # TCD-LoRA's model card: 4 steps, no guidance
 }
 
 _RENAMED_MODELS = {"runwayml/stable-diffusion-v1-5": SD15}
 
 # The LCM-LoRA that scheduler="lcm" loads: the kit's own for a built-in model, the public one for SD1.5 models.
-TINY_LCM_LORA_DIR = PACKAGE_MODELS / "tiny_lcm_lora"
+TINY_LCM_LORA_DIR = TINY_MODEL_DIR / "lcm_lora"
 SD15_LCM_LORA = "latent-consistency/lcm-lora-sdv1-5"
+SD15_TCD_LORA = "h1t/TCD-SD15-LoRA"  # scheduler="tcd" on SD1.x models; the built-in model uses its LCM-LoRA
 
 
 @dataclass(frozen=True)
@@ -165,11 +172,11 @@ def set_scheduler(pipe: DiffusionPipeline, name: str, lcm_lora: str | None = Non
     ``"lcm"`` also loads the matching LCM-LoRA for this pipeline (see ``default_lcm_lora``);
     leaving ``"lcm"`` drops it again. Other swaps involve no weights.
     """
-    if lcm_lora is not None and name != "lcm":
-        raise ValueError(f"lcm_lora is for scheduler='lcm', got scheduler={name!r}.")
+    if lcm_lora is not None and name not in FEW_STEP_SCHEDULERS:
+        raise ValueError(f"lcm_lora is for scheduler='lcm' (or 'tcd'), got scheduler={name!r}.")
     pipe.scheduler = make_scheduler(name, model_scheduler_config(pipe))
     pipe.animegen_info = replace(pipeline_info(pipe), scheduler=name)
-    if name == "lcm":
+    if name in FEW_STEP_SCHEDULERS:
         _attach_lcm_lora(pipe, lcm_lora)
     else:
         _detach_lcm_lora(pipe)
@@ -188,8 +195,7 @@ def _builtin_part(model: str, part: str, what: str, how: str) -> Path:
 
 
 def _part_dir(model: str, part: str) -> Path:
-    # version 1's LCM-LoRA predates the per-model layout and keeps its own folder
-    return TINY_LCM_LORA_DIR if (model, part) == (TINY, "lcm_lora") else BUILTIN_MODELS[model] / part
+    return BUILTIN_MODELS[model] / part
 
 
 def default_lcm_lora(model: str) -> str:
@@ -206,7 +212,7 @@ def default_lcm_lora(model: str) -> str:
 
 def _lcm_adapter_name(source: str) -> str:
     """``"lcm"`` for the default LCM-LoRAs, ``"lcm_<name>"`` for one the caller chose."""
-    if source in (SD15_LCM_LORA, str(TINY_LCM_LORA_DIR), *(str(d / "lcm_lora") for d in BUILTIN_MODELS.values())):
+    if source in (SD15_LCM_LORA, *(str(d / "lcm_lora") for d in BUILTIN_MODELS.values())):
         return LCM_ADAPTER
     stem = Path(source.rstrip("/")).name.removesuffix(".safetensors")
     return LCM_ADAPTER + "_" + ("".join(c if c.isalnum() else "_" for c in stem).strip("_").lower() or "custom")
@@ -214,14 +220,16 @@ def _lcm_adapter_name(source: str) -> str:
 
 def _attach_lcm_lora(pipe: DiffusionPipeline, lcm_lora: str | None) -> None:
     """Give ``pipe`` (only) its LCM-LoRA, through the kit's per-pipeline adapter records."""
-    source = str(lcm_lora) if lcm_lora is not None else default_lcm_lora(pipeline_info(pipe).model)
+    info = pipeline_info(pipe)
+    tcd = info.scheduler == "tcd" and info.model not in BUILTIN_MODELS
+    source = str(lcm_lora) if lcm_lora is not None else SD15_TCD_LORA if tcd else default_lcm_lora(info.model)
     if getattr(pipe, "animegen_lcm_lora", None) not in (None, source):
         _detach_lcm_lora(pipe)
     name = _lcm_adapter_name(source)
     if name not in active_adapters(pipe):
         try:
             # The file name is given for the public adapter: diffusers cannot guess it offline.
-            extra = {"weight_name": "pytorch_lora_weights.safetensors"} if source == SD15_LCM_LORA else {}
+            extra = {"weight_name": "pytorch_lora_weights.safetensors"} if source in (SD15_LCM_LORA, SD15_TCD_LORA) else {}
             load_lora(pipe, source, adapter_name=name, scale=1.0, **extra)
         except OSError as err:  # hub errors (offline, not found) subclass OSError
             raise _missing_model_error(source, err) from err
@@ -230,7 +238,7 @@ def _attach_lcm_lora(pipe: DiffusionPipeline, lcm_lora: str | None) -> None:
     # adapter says which one it was trained on (the public ones use diffusers' default, 50).
     skip_steps = lcm_skip_schedule(source)
     if skip_steps is not None and pipe.scheduler.config.get("original_inference_steps") != skip_steps:
-        pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config, original_inference_steps=skip_steps)
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, original_inference_steps=skip_steps)
 
 
 def lcm_skip_schedule(source: str) -> int | None:
@@ -397,9 +405,8 @@ def _load_controlnet(controlnet: str | ControlNetModel | None, base: StableDiffu
     if isinstance(controlnet, ControlNetModel):
         return controlnet
     if controlnet in BUILTIN_MODELS or (controlnet is None and model in BUILTIN_MODELS):
-        # None or "tiny" on a built-in base: the base's own; otherwise the named built-in model's
-        # ("tiny" on any other base is version 1's).
-        owner = model if controlnet in (None, TINY) and model in BUILTIN_MODELS else controlnet
+        # None on a built-in base: the base's own; otherwise the named built-in model's.
+        owner = model if controlnet is None else controlnet
         folder = _builtin_part(owner, "controlnet", "ControlNet", "python -m animegen_utils.control train")
         return ControlNetModel.from_pretrained(folder, local_files_only=True, dtype=dtype)
     name = controlnet or DEFAULT_CONTROLNET
@@ -473,10 +480,10 @@ def switch_task(pipe: DiffusionPipeline, task: str, controlnet: str | ControlNet
         type(pipe.scheduler).from_config(pipe.scheduler.config)
     new.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
     new.animegen_info = replace(info, task=task, scheduler=scheduler or info.scheduler)
-    if new.animegen_info.scheduler == "lcm":
+    if new.animegen_info.scheduler in FEW_STEP_SCHEDULERS:
         _attach_lcm_lora(new, lcm_lora or getattr(pipe, "animegen_lcm_lora", None))
     elif lcm_lora is not None:
-        raise ValueError(f"lcm_lora is for scheduler='lcm', got scheduler={new.animegen_info.scheduler!r}.")
+        raise ValueError(f"lcm_lora is for scheduler='lcm' (or 'tcd'), got scheduler={new.animegen_info.scheduler!r}.")
     return new
 
 
@@ -493,13 +500,14 @@ def load_pipeline(
     variant: str | None = None,
     lcm_lora: str | None = None,
     controlnet_config: str | None = None,
+    ip_adapter: bool | str | dict[str, Any] | None = None,
 ) -> DiffusionPipeline:
     """Load a Stable Diffusion 1.x pipeline for ``task`` (txt2img, img2img, controlnet, controlnet_img2img).
 
     Args:
         model: ``"tiny"`` (built-in, offline), a Hub id, a local diffusers folder, or
             a single ``.safetensors``/``.ckpt`` checkpoint.
-        scheduler: one of ``SCHEDULERS`` (dpm++, dpm++_karras, euler_a, euler, ddim, pndm, unipc, lcm).
+        scheduler: one of ``SCHEDULERS`` (dpm++, dpm++_karras, euler_a, euler, ddim, pndm, unipc, lcm, tcd).
             ``"lcm"`` is few-step sampling: ``LCMScheduler`` plus an LCM-LoRA loaded for this
             pipeline only (``generate`` then defaults to 4 steps at guidance 1.0).
         clip_skip: CLIP layers to skip, diffusers' convention: 1 uses the penultimate
@@ -514,13 +522,18 @@ def load_pipeline(
             ``from_single_file`` cannot fetch ``stable-diffusion-v1-5/stable-diffusion-v1-5``'s configs.
             Refused for folders and Hub ids, which carry their own.
         variant: weight variant to fetch from the Hub, e.g. ``"fp16"``.
-        lcm_lora: for ``scheduler="lcm"``, the LCM-LoRA to use: a Hub id, a folder or a
+        lcm_lora: for ``scheduler="lcm"`` (or ``"tcd"``), the few-step LoRA to use: a Hub id, a folder or a
             ``.safetensors`` file. Default: the built-in one for ``"tiny"``,
-            ``latent-consistency/lcm-lora-sdv1-5`` for other models.
+            ``latent-consistency/lcm-lora-sdv1-5`` (``"tcd"``: ``h1t/TCD-SD15-LoRA``) for other models.
         controlnet_config: ``config`` for a ControlNet ``.safetensors`` (its diffusers folder).
+        ip_adapter: an IP-Adapter for this pipeline only, for ``generate(..., reference=image)``:
+            ``True`` for the model's default (the built-in one for ``"tiny"``, h94's
+            ``ip-adapter-plus-face_sd15`` with its ViT-H image encoder for SD1.5 models), a folder,
+            a weight file or a Hub repo, or a dict of ``reference.load_reference_adapter`` arguments
+            (``{"source": "h94/IP-Adapter", "subfolder": "models", "weight_name": ..., "scale": 0.7}``).
     """
-    if lcm_lora is not None and scheduler != "lcm":
-        raise ValueError(f"lcm_lora is for scheduler='lcm', got scheduler={scheduler!r}.")
+    if lcm_lora is not None and scheduler not in FEW_STEP_SCHEDULERS:
+        raise ValueError(f"lcm_lora is for scheduler='lcm' (or 'tcd'), got scheduler={scheduler!r}.")
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}. Valid choices: {', '.join(TASKS)}.")
     if scheduler not in SCHEDULERS:
@@ -543,6 +556,17 @@ def load_pipeline(
     pipe = switch_task(base, task, controlnet=controlnet, scheduler=scheduler, lcm_lora=lcm_lora,
                        controlnet_config=controlnet_config)
     pipe.animegen_info = replace(pipe.animegen_info, clip_skip=clip_skip)
+    if ip_adapter is not None and ip_adapter is not False:
+        options = dict(ip_adapter) if isinstance(ip_adapter, dict) else \
+            {} if ip_adapter is True else {"source": ip_adapter}
+        try:
+            load_reference_adapter(pipe, **options)
+        except ModelNotFoundError:
+            raise
+        except FileNotFoundError as err:
+            raise ModelNotFoundError(str(err)) from err
+        except OSError as err:  # hub errors (offline, not found) subclass OSError
+            raise _missing_model_error(str(options.get("source") or SD15_IP_ADAPTER["source"]), err) from err
     return pipe
 
 

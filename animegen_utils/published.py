@@ -3,7 +3,7 @@
 Every measured number in the README, a model card or a notebook's prose is followed by
 a marker naming the results file and the value in it (invisible where markdown renders)::
 
-    eye colour 0.870<!--= tiny_v2_eval.json /adherence/eye_accuracy .3f p:/adherence/n -->
+    eye colour 0.870<!--= eval_g7.5.json /adherence/eye_accuracy .3f p:/adherence/n -->
 
 The marker holds the file (in ``benchmarks/results/``), a JSON pointer (RFC 6901; quote
 it when a key has a space, write a key's ``|`` as ``\\|`` so that a table keeps its cells),
@@ -145,7 +145,7 @@ def _rendered(number: Number, results_dir: Path, cache: dict) -> str:
 
 def documents(root: Path = ROOT) -> list[Path]:
     """The files whose numbers are published: the README, the model cards, the notebooks."""
-    return [root / "README.md", *sorted((root / "animegen_utils" / "models").glob("*/README.md")),
+    return [root / "README.md", *sorted((root / "animegen_utils" / "models").glob("**/README.md")),
             *sorted((root / "notebooks").glob("*.ipynb"))]
 
 

@@ -52,10 +52,12 @@ class GeneratorUI(widgets.VBox):
                                    guidance=self.guidance.value, height=self.height, width=self.width,
                                    progress=False)
             buf = io.BytesIO()
-            # Upscale small images with nearest neighbour so they stay crisp in the page.
+            # Upscale small images (an integer factor, to at least 256 px) with nearest neighbour so they
+            # stay crisp in the page.
             img = self.last.image
             if img.width < 256:
-                img = img.resize((img.width * 4, img.height * 4), resample=0)
+                factor = -(-256 // img.width)
+                img = img.resize((img.width * factor, img.height * factor), resample=0)
             img.save(buf, format="PNG")
             self.image.value = buf.getvalue()
             self.status.value = f"<code>{html.escape(prompt.positive)}</code> · seed {self.seed.value}"

@@ -1,7 +1,6 @@
 """Edge adherence of the built-in ControlNet: edge F1 with and without it, same prompts and seeds.
 
-    python benchmarks/bench_controlnet.py --model tiny-v2       # version 2's ControlNet
-    python benchmarks/bench_controlnet.py                       # version 1's (results/controlnet.json)
+    python benchmarks/bench_controlnet.py                       # the built-in ControlNet (results/controlnet.json)
     python benchmarks/bench_controlnet.py --controlnet runs/controlnet/controlnet.pt   # a training checkpoint
 
 Three sets of controls, each drawn with the same prompts and seeds through the ControlNet pipeline and
@@ -40,7 +39,7 @@ from animegen_utils.control.train import INK, image_size_of
 from animegen_utils.evaluate.edges import SKETCH_HAIR, edge_adherence, edge_f1, held_out_sketches
 from animegen_utils.control.sketches import Pose, random_sketches
 from animegen_utils.evaluate.probe import POSED_PROBE_DIRS, load_probe, probe_dir_for
-from animegen_utils.pipelines import BUILTIN_MODELS, TINY, controlnet_from_unet
+from animegen_utils.pipelines import BUILTIN_MODELS, controlnet_from_unet
 from animegen_utils.toyworld import CharacterAttributes, render_character
 from animegen_utils.published import write_results
 from PIL import Image
@@ -124,10 +123,9 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="controlnet_conditioning_scale")
     ap.add_argument("--guidance-end", type=float, default=1.0, help="control_guidance_end")
     ap.add_argument("--sets", default="held_out,samples,renders", help="comma-separated control sets to run")
-    ap.add_argument("--output", default=None,
-                    help="results file (default: results/controlnet.json, controlnet_v2.json for tiny-v2)")
+    ap.add_argument("--output", default="benchmarks/results/controlnet.json", help="results file")
     args = ap.parse_args()
-    output = args.output or f"benchmarks/results/controlnet{'' if args.model == TINY else '_v2'}.json"
+    output = args.output
 
     txt = load_pipeline(args.model)
     controlnet = _controlnet(args.controlnet, txt) if args.controlnet else args.model

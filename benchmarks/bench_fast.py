@@ -3,7 +3,7 @@
     python benchmarks/bench_fast.py adherence --n 200            # probe adherence per point (cached per point)
     python benchmarks/bench_fast.py speed --repeats 12           # s/image at batch 1, all points in one run
     python benchmarks/bench_fast.py report                       # fast.md, the Pareto figure, the bars
-    python benchmarks/bench_fast.py adherence --model tiny-v2 --points v2   # version 2 (fast_adherence_v2.json)
+    python benchmarks/bench_fast.py adherence --points v2        # the bar points only (the shipped results)
 
 Adherence: the evaluation's random requests on seeds from 1,000,000 on (never used by any training),
 read back by the attribute probe; images depend only on their seeds, so they are drawn in batches.
@@ -51,10 +51,6 @@ def _points(which: str) -> list[SamplerPoint]:
             "v2": V2_POINTS}[which]
 
 
-def _suffix(model: str) -> str:
-    return "" if model == "tiny" else "_" + model.replace("tiny-", "")
-
-
 def _key(p: SamplerPoint) -> str:
     return f"{p.scheduler}|{p.steps}|{p.guidance:g}"
 
@@ -76,7 +72,7 @@ def _save(obj: dict, path: Path) -> None:
 
 
 def adherence(args) -> None:
-    path = args.results / f"fast_adherence{_suffix(args.model)}.json"
+    path = args.results / "fast_adherence.json"
     scorer = ProbeScorer.for_model(args.model)
     done = _load(path)
     for p in _points(args.points):
@@ -170,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("phase", choices=("adherence", "speed", "report"))
     parser.add_argument("--points", choices=("base", "lcm", "all", "key", "v2"), default="all")
-    parser.add_argument("--model", default="tiny", help="a built-in model (adherence phase)")
+    parser.add_argument("--model", default="tiny", choices=("tiny",), help="the built-in model (adherence phase)")
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=12)
     parser.add_argument("--force", action="store_true", help="re-measure points already in the results")

@@ -1,6 +1,6 @@
 """The kit against plain diffusers on the same weights, side by side in one process (issue 22).
 
-    python benchmarks/bench_fast_sidebyside.py --model tiny-v2 --repeats 20
+    python benchmarks/bench_fast_sidebyside.py --repeats 20
 
 Batch 1, every arm drawn round-robin in the same process (median per arm), so the ratios hold on any
 machine even if the absolute seconds do not:
@@ -46,11 +46,10 @@ def diffusers_lcm_pipeline(model_dir: Path, lcm_lora: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="tiny-v2", choices=sorted(BUILTIN_MODELS))
+    ap.add_argument("--model", default="tiny", choices=sorted(BUILTIN_MODELS))
     ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--output", type=Path, default=None, help="default: results/fast_sidebyside[_v2].json")
+    ap.add_argument("--output", type=Path, default=Path("benchmarks/results/fast_sidebyside.json"))
     args = ap.parse_args()
-    output = args.output or Path(f"benchmarks/results/fast_sidebyside{'_v2' if args.model == 'tiny-v2' else ''}.json")
 
     [request] = random_requests(1, seed=7)
     prompt = prompt_for(request)
@@ -115,11 +114,11 @@ def main() -> None:
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
     }
-    write_results(output, result)
+    write_results(args.output, result)
     for name in arms:
         print(f"{name:<30} {s[name]:.4f} s  ({s['kit pndm-50'] / s[name]:.1f}x PNDM-50)")
     print(result["ratios"], result["switch_seconds"])
-    print(f"wrote {output}")
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

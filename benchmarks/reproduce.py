@@ -57,37 +57,27 @@ def _evaluate(model: str, guidance: float, n: int, name: str) -> tuple[str, ...]
 
 STAGES: tuple[Stage, ...] = (
     Stage("eval_g7.5", ("eval_g7.5.json",), _evaluate("tiny", 7.5, 200, "eval_g7.5.json"),
-          _evaluate("tiny", 7.5, 60, "eval_g7.5.json"), 1.5),
-    Stage("eval_g5.0", ("eval_g5.0.json",), _evaluate("tiny", 5.0, 200, "eval_g5.0.json"), None, 1.5),
-    Stage("eval_g3.0", ("eval_g3.0.json",), _evaluate("tiny", 3.0, 200, "eval_g3.0.json"), None, 1.5),
-    Stage("tiny_v2_eval", ("tiny_v2_eval.json",), _evaluate("tiny-v2", 7.5, 200, "tiny_v2_eval.json"), None, 2),
-    Stage("tiny_v2_binding", ("tiny_v2_binding.json",),
-          ("-m", "animegen_utils.evaluate.binding", "--model", "tiny-v2", "--n", "300",
-           "--output", f"{OUT}/tiny_v2_binding.json"), None, 2),
-    Stage("binding_v1", ("binding_v1.json",),
+          _evaluate("tiny", 7.5, 60, "eval_g7.5.json"), 2),
+    Stage("eval_g5.0", ("eval_g5.0.json",), _evaluate("tiny", 5.0, 200, "eval_g5.0.json"), None, 2),
+    Stage("eval_g3.0", ("eval_g3.0.json",), _evaluate("tiny", 3.0, 200, "eval_g3.0.json"), None, 2),
+    Stage("binding", ("binding.json",),
           ("-m", "animegen_utils.evaluate.binding", "--model", "tiny", "--n", "300",
-           "--output", f"{OUT}/binding_v1.json"), None, 1.5),
-    Stage("model_versions", ("model_versions.json",),
-          ("benchmarks/bench_model_versions.py", "--old", "tiny", "--new", "tiny-v2",
-           "--output", f"{OUT}/model_versions.json"), None, 3),
+           "--output", f"{OUT}/binding.json"), None, 2),
     Stage("inference", ("inference.json",), ("benchmarks/bench_inference.py", "--output", f"{OUT}/inference.json"),
           ("benchmarks/bench_inference.py", "--n", "10", "--single", "3", "--rounds", "1",
-           "--output", f"{OUT}/inference.json"), 3),
-    Stage("fast_adherence", ("fast_adherence.json",), ("benchmarks/bench_fast.py", "adherence", "--results", OUT),
-          None, 12),
+           "--output", f"{OUT}/inference.json"), 4),
     Stage("controlnet", ("controlnet.json",), ("benchmarks/bench_controlnet.py", "--output", f"{OUT}/controlnet.json"),
-          None, 6),
-    Stage("controlnet_v2", ("controlnet_v2.json",),
-          ("benchmarks/bench_controlnet.py", "--model", "tiny-v2", "--output", f"{OUT}/controlnet_v2.json"), None, 10),
-    Stage("controlnet_v2_guidance_end", ("controlnet_v2_guidance_end_0.8.json",),
-          ("benchmarks/bench_controlnet.py", "--model", "tiny-v2", "--sets", "held_out,samples", "--guidance-end", "0.8",
-           "--output", f"{OUT}/controlnet_v2_guidance_end_0.8.json"), None, 8),
-    Stage("fast_adherence_v2", ("fast_adherence_v2.json",),
-          ("benchmarks/bench_fast.py", "adherence", "--model", "tiny-v2", "--points", "v2", "--results", OUT), None, 6),
-    Stage("fast_sidebyside_v2", ("fast_sidebyside_v2.json",),
-          ("benchmarks/bench_fast_sidebyside.py", "--model", "tiny-v2", "--output", f"{OUT}/fast_sidebyside_v2.json"),
-          ("benchmarks/bench_fast_sidebyside.py", "--model", "tiny-v2", "--repeats", "3",
-           "--output", f"{OUT}/fast_sidebyside_v2.json"), 3),
+          None, 10),
+    Stage("controlnet_guidance_end", ("controlnet_guidance_end_0.8.json",),
+          ("benchmarks/bench_controlnet.py", "--sets", "held_out,samples", "--guidance-end", "0.8",
+           "--output", f"{OUT}/controlnet_guidance_end_0.8.json"), None, 8),
+    Stage("fast_adherence", ("fast_adherence.json",),
+          ("benchmarks/bench_fast.py", "adherence", "--points", "v2", "--results", OUT), None, 6),
+    Stage("fast_sidebyside", ("fast_sidebyside.json",),
+          ("benchmarks/bench_fast_sidebyside.py", "--output", f"{OUT}/fast_sidebyside.json"),
+          ("benchmarks/bench_fast_sidebyside.py", "--repeats", "3", "--output", f"{OUT}/fast_sidebyside.json"), 3),
+    Stage("fast_cache", ("fast_cache.json",),
+          ("benchmarks/bench_fast_cache.py", "--threads", "1", "--output", f"{OUT}/fast_cache.json"), None, 12),
     Stage("weighting", ("weighting.json",), ("benchmarks/bench_weighting.py", "--output", f"{OUT}/weighting.json"),
           None, 6),
     Stage("lora", ("lora.json",), ("benchmarks/bench_lora.py", "--output", f"{OUT}/lora.json"), None, 3),
@@ -96,23 +86,24 @@ STAGES: tuple[Stage, ...] = (
           None, 2),
 )
 
-#: Results of weights the kit no longer ships (earlier training runs, quoted in model cards as
-#: history): nothing can re-make them, and the drift table lists them as not re-made.
-HISTORICAL: tuple[str, ...] = ("tiny_v2_attempt1.json", "tiny_v2_attempt2.json")
+#: Results of weights the kit no longer ships (version 1, earlier version-2 runs), quoted in the
+#: model card as history: nothing can re-make them (the weights are in the git history), and the
+#: drift table lists them as not re-made.
+HISTORICAL: tuple[str, ...] = (
+    "tiny_v2_attempt1.json", "tiny_v2_attempt2.json", "eval_v1_g7.5.json", "eval_v1_g5.0.json", "eval_v1_g3.0.json",
+    "binding_v1.json", "controlnet_v1.json", "controlnet_v1_guidance_end_0.7.json", "fast_adherence_v1.json",
+    "inference_v1.json", "model_versions.json")
 
 #: ``make reproduce-train``: every shipped artefact from scratch, in this order (each resumes
 #: from its work folder when stopped), then ``make reproduce``. Minutes on the 2-core CPU.
 TRAIN_STAGES: tuple[tuple[str, tuple[str, ...], float], ...] = (
-    ("base model v2", ("-m", "animegen_utils.toyworld.train", "--out", "animegen_utils/models/tiny_v2",
-                       "--work", "runs/tiny_v2"), 110),
-    ("attribute probe v2", ("-m", "animegen_utils.evaluate.probe", "--steps", "2000",
-                            "--out", "animegen_utils/models/probe_v2"), 10),
-    ("posed attribute probe v2", ("-m", "animegen_utils.evaluate.probe", "--steps", "3000", "--pose-prob", "0.7",
-                                  "--out", "animegen_utils/models/probe_v2_posed"), 12),
-    ("ControlNet", ("-m", "animegen_utils.control", "train", "--steps", "8000"), 32),
-    ("ControlNet v2", ("-m", "animegen_utils.control", "train", "--model", "tiny-v2"), 57),
-    ("LCM-LoRA", ("-m", "animegen_utils.fast", "distill"), 60),
-    ("LCM-LoRA v2", ("-m", "animegen_utils.fast", "distill", "--model", "tiny-v2"), 90),
+    ("base model", ("-m", "animegen_utils.toyworld.train"), 110),
+    ("attribute probe", ("-m", "animegen_utils.evaluate.probe", "--steps", "2000",
+                         "--out", "animegen_utils/models/probe"), 10),
+    ("posed attribute probe", ("-m", "animegen_utils.evaluate.probe", "--steps", "3000", "--pose-prob", "0.7",
+                               "--out", "animegen_utils/models/probe_posed"), 12),
+    ("ControlNet", ("-m", "animegen_utils.control", "train"), 57),
+    ("LCM-LoRA", ("-m", "animegen_utils.fast", "distill"), 90),
     ("notebook-03 LoRA", ("-m", "papermill", "--cwd", "notebooks", "notebooks/03_lora_training.ipynb",
                           "outputs/03_lora_training.ipynb"), 4),
 )

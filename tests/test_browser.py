@@ -60,7 +60,7 @@ def test_service_page_generates_in_a_real_browser(browser, tmp_path):
         shown = generate_in_page(page, server.url, emotion="sad", style="formal", seed=42, steps=4, goto=False)
         assert page.evaluate("window.__busy") is True  # the button was disabled while generating
         assert page.locator("#error").is_hidden()  # the earlier error is cleared
-        assert shown["width"] == 64 and shown["history"] == 1
+        assert shown["width"] == 128 and shown["history"] == 1
         assert "seed 42" in shown["caption"] and "sad" in shown["caption"]
         assert shown["src"] == f"/images/{shown['response']['id']}.png"
         assert (images / f"{shown['response']['id']}.png").is_file()
@@ -128,7 +128,7 @@ def test_widget_ui_in_a_real_jupyterlab(browser, tmp_path):
         button.click()
         page.wait_for_function("() => { const i = document.querySelector('img.widget-image');"
                                " return i && i.complete && i.naturalWidth > 0 }", timeout=180_000)
-        assert image.evaluate("i => i.naturalWidth") == 256  # 64 px, shown 4x
+        assert image.evaluate("i => i.naturalWidth") == 256  # 128 px, shown 2x
         status = page.locator(".widget-html", has_text="seed 0")
         status.wait_for(state="visible", timeout=30_000)
         assert "happy" in status.inner_text()

@@ -239,7 +239,7 @@ def test_builtin_controlnet_pulls_the_layout_towards_the_control():
 def test_edge_adherence_reports_both_arms_on_a_hand_drawn_sketch():
     # A sketch the renderer never drew, through the built-in pipelines: the table the notebook prints.
     txt, cn = load_pipeline("tiny"), load_pipeline("tiny", task="controlnet")
-    control = sketch_to_control(draw_sketch("big_head"), size=64)
+    control = sketch_to_control(draw_sketch("big_head"), size=128)
     r = edge_adherence(cn, txt, [control], [build_prompt("surprised", "casual")], seeds=[0, 1], steps=8)
     assert r["f1_with"].shape == r["f1_without"].shape == (1, 2)
     assert ((0 < r["f1_with"]) & (r["f1_with"] < 1)).all() and ((0 < r["f1_without"]) & (r["f1_without"] < 1)).all()
@@ -247,30 +247,25 @@ def test_edge_adherence_reports_both_arms_on_a_hand_drawn_sketch():
     assert r["with"][0][0].image.tobytes() != r["without"][0][0].image.tobytes()
 
 
-@pytest.mark.parametrize("model, steps", [("tiny-v2", None), ("tiny", 8_000)])
-def test_the_shipped_controlnet_was_trained_with_the_default_config(model, steps):
-    # The model card's promise: `python -m animegen_utils.control train --model <model>` reproduces it
-    # (version 1's with --steps 8000: a 64-px step costs a quarter of a 128-px one).
+def test_the_shipped_controlnet_was_trained_with_the_default_config():
+    # The model card's promise: `python -m animegen_utils.control train` reproduces it.
     import dataclasses
     import json
 
     from animegen_utils.model_hash import model_hash
     from animegen_utils.pipelines import BUILTIN_MODELS
 
-    folder = BUILTIN_MODELS[model] / "controlnet"
+    folder = BUILTIN_MODELS["tiny"] / "controlnet"
     record = json.loads((folder / "training.json").read_text())
-    expected = dataclasses.asdict(ControlTrainConfig(**({"steps": steps} if steps else {})))
-    assert record["config"] == expected
-    assert record.get("image_size", 64) == load_pipeline(model).unet.config.sample_size * 4
-    if "base_model_hash" in record:  # version 1's record predates the field
-        assert record["base_model_hash"] == model_hash(BUILTIN_MODELS[model])
+    assert record["config"] == dataclasses.asdict(ControlTrainConfig())
+    assert record["image_size"] == load_pipeline("tiny").unet.config.sample_size * 4
+    assert record["base_model_hash"] == model_hash(BUILTIN_MODELS["tiny"])  # trained on the shipped base
 
 
-def test_tiny_version_2_has_its_own_controlnet():
-    cn = load_pipeline("tiny-v2", task="controlnet")
+def test_the_builtin_model_has_its_own_controlnet_also_by_name():
+    cn = load_pipeline("tiny", task="controlnet")
     assert cn.controlnet.config.block_out_channels == cn.unet.config.block_out_channels
-    assert cn.controlnet is not load_pipeline("tiny", task="controlnet").controlnet
-    by_name = load_pipeline("tiny-v2", task="controlnet", controlnet="tiny-v2")
+    by_name = load_pipeline("tiny", task="controlnet", controlnet="tiny")
     assert torch.equal(by_name.controlnet.conv_in.weight, cn.controlnet.conv_in.weight)
 
 

@@ -59,14 +59,14 @@ def test_the_posed_probe_reads_characters_the_centred_probe_misses():
     images, labels = _render_batch(120, random.Random("test-posed-probe"), size=128)
     moved = pose_warped_images(images, seed=3)
     requested = [{k: labels[k][i] for k in labels} for i in range(len(images))]
-    centred = ProbeScorer.for_model("tiny-v2").accuracy(moved, requested)
-    posed_read = ProbeScorer.for_model("tiny-v2", posed=True).accuracy(moved, requested)
+    centred = ProbeScorer.for_model("tiny").accuracy(moved, requested)
+    posed_read = ProbeScorer.for_model("tiny", posed=True).accuracy(moved, requested)
     assert min(posed_read.values()) >= 0.9, posed_read
     assert posed_read["eye_color"] > centred["eye_color"]
-    assert ProbeScorer.for_model("tiny-v2").probe.image_size == 128
+    assert ProbeScorer.for_model("tiny").probe.image_size == 128
     assert ProbeScorer.for_model("some/hub-model").probe.image_size == load_probe().image_size
-    with pytest.raises(ValueError, match="posed probes: tiny-v2"):
-        ProbeScorer.for_model("tiny", posed=True)
+    with pytest.raises(ValueError, match="posed probes: tiny"):
+        ProbeScorer.for_model("some/hub-model", posed=True)
 
 
 def test_evaluation_command_on_the_builtin_model(tmp_path):

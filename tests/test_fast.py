@@ -29,7 +29,7 @@ def _fresh_cache():
     clear_pipeline_cache()
 
 
-def _random_lora(unet, folder, targets, seed, rank=4):
+def _random_lora(unet, folder, targets, seed, rank=4, std=0.05):
     """A LoRA with random (non-zero) weights for ``unet``'s architecture, saved in diffusers format."""
     import copy
 
@@ -42,7 +42,7 @@ def _random_lora(unet, folder, targets, seed, rank=4):
     with torch.no_grad():
         for name, p in u.named_parameters():
             if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
     return save_lora(u, folder)
 
 
@@ -86,7 +86,8 @@ def test_lcm_composes_with_a_character_lora_and_unloads_cleanly(tmp_path):
     lcm = load_pipeline("tiny", scheduler="lcm")
     lcm_only, _ = _pixels(lcm)
     char_dir = tmp_path / "character"
-    _random_lora(lcm.unet, char_dir, ("to_q", "to_k", "to_v", "to_out.0"), seed=1)
+    # strong enough to show: version 2 has attention only on its two coarsest levels
+    _random_lora(lcm.unet, char_dir, ("to_q", "to_k", "to_v", "to_out.0"), seed=1, std=0.2)
     load_lora(lcm, char_dir, adapter_name="character", scale=0.8)
     assert active_adapters(lcm) == {"lcm": 1.0, "character": 0.8}
     both, params = _pixels(lcm)
@@ -283,17 +284,19 @@ def test_lcm_timesteps_follow_the_adapters_skip_schedule(dummy_model_dir, tmp_pa
     assert plain.scheduler.config.original_inference_steps == 50
 
 
-def test_tiny_version_2_loads_its_own_lcm_lora():
+def test_the_builtin_model_loads_its_own_lcm_lora():
     import json
 
     from animegen_utils.adapters import fused_adapters
+    from animegen_utils.fast.distill import DistillConfig
     from animegen_utils.pipelines import BUILTIN_MODELS, default_lcm_lora
 
-    source = default_lcm_lora("tiny-v2")
-    assert Path(source) == BUILTIN_MODELS["tiny-v2"] / "lcm_lora"
+    source = default_lcm_lora("tiny")
+    assert Path(source) == BUILTIN_MODELS["tiny"] / "lcm_lora"
     record = json.loads((Path(source) / "distill.json").read_text())
-    assert record["config"]["model"] == "tiny-v2" and record["steps"] == record["config"]["max_train_steps"]
-    pipe = load_pipeline("tiny-v2", scheduler="lcm")
+    # distilled from these weights while they were still named "tiny-v2", with the default recipe
+    assert record["config"]["model"] == "tiny-v2" and record["steps"] == DistillConfig().max_train_steps
+    pipe = load_pipeline("tiny", scheduler="lcm")
     [g] = generate(pipe, "1girl, smile", seed=0, steps=2, guidance=1.0, progress=False)
     assert g.image.size == (128, 128) and fused_adapters(pipe)
 
@@ -304,7 +307,7 @@ def test_a_builtin_model_without_a_part_says_where_one_is(tmp_path, monkeypatch)
     from animegen_utils.pipelines import BUILTIN_MODELS
 
     bare = tmp_path / "tiny_bare"
-    shutil.copytree(BUILTIN_MODELS["tiny-v2"], bare, ignore=shutil.ignore_patterns("lcm_lora", "controlnet"))
+    shutil.copytree(BUILTIN_MODELS["tiny"], bare, ignore=shutil.ignore_patterns("lcm_lora", "controlnet"))
     monkeypatch.setitem(BUILTIN_MODELS, "tiny-bare", bare)
     with pytest.raises(ModelNotFoundError, match=r"'tiny-bare' has no LCM-LoRA yet .*fast distill.* model='tiny' has one"):
         load_pipeline("tiny-bare", scheduler="lcm")

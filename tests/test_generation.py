@@ -174,4 +174,4 @@ def test_progress_bar_can_be_silenced(dummy_pipe, capsys):
     assert "2/2" in capsys.readouterr().err
 
 
-EXPECTED_CORNER = [93, 117, 102, 107, 103, 102, 80, 108, 115]
+EXPECTED_CORNER = [94, 113, 102, 107, 103, 100, 78, 107, 112]

@@ -197,7 +197,7 @@ def tiny():
 
 def test_read_parameters_and_reproduce_an_a1111_png(tiny, tmp_path):
     text = ("1girl, solo, (angry:1.2), casual, hoodie\nNegative prompt: lowres\n"
-            "Steps: 3, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 77, Size: 64x64, "
+            "Steps: 3, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 77, Size: 128x128, "
             "Model hash: abc, Model: tiny, ENSD: 31337, Version: v1.10.1")
     path = _png(tmp_path / "a1111.png", parameters=text)
     p = read_parameters(path)
@@ -208,7 +208,7 @@ def test_read_parameters_and_reproduce_an_a1111_png(tiny, tmp_path):
         g = reproduce(path, pipe=tiny)
     assert (g.params["scheduler"], g.params["steps"], g.params["seed"], g.params["guidance"]) == ("euler_a", 3, 77, 7.0)
     assert g.params["prompt"] == "1girl, solo, (angry:1.2), casual, hoodie" and g.params["negative"] == "lowres"
-    assert g.max_pixel_diff is None and g.image.size == (64, 64)
+    assert g.max_pixel_diff is None and g.image.size == (128, 128)
     assert tiny.animegen_info.scheduler == "dpm++"  # the caller's pipeline keeps its own sampler
     [same] = generate(load_pipeline(scheduler="euler_a"), "1girl, solo, (angry:1.2), casual, hoodie", seed=77,
                       steps=3, guidance=7.0, negative="lowres", progress=False)

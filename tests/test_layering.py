@@ -86,6 +86,13 @@ def reaches(name: str) -> set[str]:
     ("animegen_utils.pipelines", "animegen_utils.lora"),
     ("animegen_utils.generation", "animegen_utils.lora"),
     ("animegen_utils.generation", "animegen_utils.serve"),
+    # reference-image adapters sit beside adapters: below pipelines, generation and the tools above
+    ("animegen_utils.reference", "animegen_utils.pipelines"),
+    ("animegen_utils.reference", "animegen_utils.generation"),
+    ("animegen_utils.reference", "animegen_utils.lora"),
+    ("animegen_utils.reference", "animegen_utils.serve"),
+    ("animegen_utils.reference", "animegen_utils.evaluate"),
+    ("animegen_utils.adapters", "animegen_utils.reference"),
 ])
 def test_no_upward_imports(lower, upper):
     below = [m for m in MODULES if m == lower or m.startswith(lower + ".")]

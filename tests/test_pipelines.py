@@ -142,7 +142,7 @@ def test_builtin_model_loads_offline():
     pipe = load_pipeline("tiny")
     info = pipeline_info(pipe)
     assert (info.model, info.task, info.scheduler, info.device) == ("tiny", "txt2img", "dpm++", "cpu")
-    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 64
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 128
     assert type(pipe.text_encoder).__name__ == "CLIPTextModel"
     assert type(pipe.tokenizer).__name__ == "CLIPTokenizer"
 
@@ -169,10 +169,11 @@ def test_builtin_controlnet_is_the_trained_one():
     assert cn.unet is load_pipeline("tiny").unet
 
 
-def test_builtin_version_2_loads_offline_at_128_px():
-    pipe = load_pipeline("tiny-v2")
-    assert pipeline_info(pipe).model == "tiny-v2"
+def test_the_builtin_model_loads_offline_at_128_px():
+    pipe = load_pipeline("tiny")
+    assert pipeline_info(pipe).model == "tiny"
     assert pipe.unet.config.sample_size == 32 and pipe.vae_scale_factor == 4  # 128 px on 32x32 latents
     [g] = generate(pipe, "1girl, smile, red hair, green eyes", seed=0, steps=2, progress=False)
     assert g.image.size == (128, 128)
-    assert pipeline_info(pipe).model_hash != pipeline_info(load_pipeline("tiny")).model_hash
+    with pytest.raises(ModelNotFoundError, match="tiny-v2"):
+        load_pipeline("tiny-v2")  # version 2 is "tiny" now: the transition name is not a Hub id either

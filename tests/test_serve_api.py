@@ -314,6 +314,6 @@ def test_client_burst_and_latency_table(live):
     assert [c.status for c in calls] == [200, 200, 200]  # 3 fit the queue of 4
     for c in calls:
         image, params = fetch_image(live.url, c.body["image_url"])
-        assert image.size == (64, 64) and params["seed"] == c.request["seed"] == c.body["seed"]
+        assert image.size == (128, 128) and params["seed"] == c.request["seed"] == c.body["seed"]
     table = latency_table(calls).splitlines()
     assert len(table) == 2 + 3 + 2 and table[2].startswith("| 0 | happy | 50 | 200 |")

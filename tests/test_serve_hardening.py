@@ -377,16 +377,19 @@ def test_check_lists_and_fixes_old_temp_files_only(tmp_path, capsys):
 
 # ---- issue 20, item 8: a memory refusal is a 503 with the guard's words ----------------------
 
-def test_a_memory_guard_refusal_is_503_with_its_message(client, pipe):
+def test_a_memory_guard_refusal_is_503_with_its_message(tmp_path, dummy_pipe):
     from diffusers.models.attention_processor import AttnProcessor
 
-    saved = pipe.unet.attn_processors
-    # The classic attention processor keeps tokens^2 scores (as on MPS): 768 px x 4 is hundreds of GiB.
-    pipe.unet.set_attn_processor(AttnProcessor())
+    # A UNet with attention on its finest level (as SD1.5 has; the built-in model's is on the coarse
+    # levels only) and the classic attention processor, which keeps tokens^2 scores (as on MPS):
+    # 768 px x 4 needs about 40 GiB.
+    saved = dummy_pipe.unet.attn_processors
+    dummy_pipe.unet.set_attn_processor(AttnProcessor())
     try:
-        r = client.post("/api/generate", json={**OK, "size": 768, "batch": 4})
+        with TestClient(make_app(tmp_path, dummy_pipe), base_url="http://localhost") as client:
+            r = client.post("/api/generate", json={**OK, "size": 768, "batch": 4})
     finally:
-        pipe.unet.set_attn_processor(saved)
+        dummy_pipe.unet.set_attn_processor(saved)
     assert r.status_code == 503, r.text
     assert "GiB" in r.json()["detail"] and "free" in r.json()["detail"]
 

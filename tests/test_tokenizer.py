@@ -35,3 +35,13 @@ def test_files_load_as_a_plain_clip_tokenizer(tokenizer, tmp_path):
     written = tokenizer.name_or_path
     plain = CLIPTokenizer(vocab=f"{written}/vocab.json", merges=f"{written}/merges.txt")
     assert plain("pink hair, smile")["input_ids"] == tokenizer("pink hair, smile")["input_ids"]
+
+
+def test_the_build_is_deterministic(tmp_path):
+    # tokenizers' BpeTrainer broke ties between equally frequent pairs in hash order, so two builds
+    # could disagree and a resumed training run tokenized differently: every build must be the same.
+    from animegen_utils.toyworld.tokenizer import write_clip_tokenizer_files
+
+    builds = [write_clip_tokenizer_files(tmp_path / name) for name in ("a", "b")]
+    for name in ("vocab.json", "merges.txt"):
+        assert (builds[0] / name).read_bytes() == (builds[1] / name).read_bytes(), name

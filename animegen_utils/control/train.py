@@ -1,6 +1,6 @@
 """Train the built-in canny ControlNet for the built-in model, on a CPU.
 
-    python -m animegen_utils.control train --model tiny-v2        # the shipped run (version 2's)
+    python -m animegen_utils.control train                       # the shipped run (models/tiny/controlnet)
     python -m animegen_utils.control train --steps 20 --out /tmp/cn --work /tmp/cn-work   # smoke
 
 Pictures and controls are drawn at the base model's own size (``image_size_of``: 64 px for
@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"the base: a built-in model ({', '.join(BUILTIN_MODELS)}) or a diffusers folder")
     parser.add_argument("--out", type=Path, default=None,
                         help="where the ControlNet is saved (default: the built-in model's controlnet/)")
-    parser.add_argument("--work", type=Path, default=None, help="checkpoints and log (default: runs/controlnet[-<model>])")
+    parser.add_argument("--work", type=Path, default=None, help="checkpoints and log (default: runs/controlnet-<model>_v2)")
     parser.add_argument("--fresh", action="store_true", help="ignore checkpoints in --work")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -428,7 +428,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--model {args.model!r} is neither a built-in model ({', '.join(BUILTIN_MODELS)}) "
                      "nor a diffusers folder with a model_index.json")
     out = args.out or (model_dir / "controlnet")
-    work = args.work or Path("runs/controlnet" if args.model == TINY else f"runs/controlnet-{model_dir.name}")
+    # named by weights version, so a work folder left by version 1's runs ("runs/controlnet") is never resumed
+    work = args.work or Path(f"runs/controlnet-{model_dir.name}_v2")
     if args.fresh:
         for name in ("controlnet.pt", "train_log.jsonl"):
             (work / name).unlink(missing_ok=True)

@@ -8,7 +8,7 @@
 and any other model's with CLIP: the probe knows the toy world's drawings only. A model
 trained on the toy world from a folder takes the probe of its picture size:
 
-    python -m animegen_utils.evaluate --model runs/v2/model --scorer probe --probe animegen_utils/models/probe_v2
+    python -m animegen_utils.evaluate --model runs/v2/model --scorer probe --probe animegen_utils/models/probe
 """
 
 from __future__ import annotations

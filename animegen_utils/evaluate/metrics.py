@@ -43,7 +43,7 @@ class ProbeScorer:
         pose, as sketches draw them); for other models the default probe, which reads the toy
         world only.
 
-        >>> ProbeScorer.for_model("tiny-v2").probe.image_size
+        >>> ProbeScorer.for_model("tiny").probe.image_size
         128
         """
         known = model in PROBE_DIRS

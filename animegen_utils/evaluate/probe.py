@@ -38,19 +38,19 @@ from ..prompts import ATTRIBUTES
 
 PROBE_DIR = Path(__file__).resolve().parent.parent / "models" / "probe"
 #: Each built-in model's probe, trained on renders at that model's picture size.
-PROBE_DIRS: dict[str, Path] = {"tiny": PROBE_DIR, "tiny-v2": PROBE_DIR.parent / "probe_v2"}
+PROBE_DIRS: dict[str, Path] = {"tiny": PROBE_DIR}
 #: Probes that also read characters in other poses (for pictures drawn from sketches).
-POSED_PROBE_DIRS: dict[str, Path] = {"tiny-v2": PROBE_DIR.parent / "probe_v2_posed"}
+POSED_PROBE_DIRS: dict[str, Path] = {"tiny": PROBE_DIR.parent / "probe_posed"}
 
 
 def probe_dir_for(model: str, posed: bool = False) -> Path:
     """The probe that reads a built-in model's pictures (``ValueError`` naming them otherwise);
     ``posed=True``: the one trained on renders in random poses too.
 
-    >>> probe_dir_for("tiny-v2").name
-    'probe_v2'
-    >>> probe_dir_for("tiny-v2", posed=True).name
-    'probe_v2_posed'
+    >>> probe_dir_for("tiny").name
+    'probe'
+    >>> probe_dir_for("tiny", posed=True).name
+    'probe_posed'
     """
     if posed:
         if model not in POSED_PROBE_DIRS:

@@ -1,6 +1,6 @@
 """Latent consistency distillation of a LoRA (LCM-LoRA) for the built-in model, on a CPU.
 
-    python -m animegen_utils.fast distill --model tiny-v2        # version 2's shipped adapter
+    python -m animegen_utils.fast distill                       # the shipped adapter (models/tiny/lcm_lora)
     python -m animegen_utils.fast distill                        # version 1's (~60 min, 2 cores)
     python -m animegen_utils.fast distill --max-train-steps 20 --n-images 256 --output-dir /tmp/lcm  # smoke
 
@@ -61,7 +61,7 @@ LCM_TARGET_MODULES: tuple[str, ...] = (
 class DistillConfig:
     """Every value of a distillation run (each one is a ``--flag`` of the CLI)."""
 
-    model: str = TINY                    # the teacher: a built-in model ("tiny", "tiny-v2") or a diffusers folder
+    model: str = TINY                    # the teacher: a built-in model ("tiny") or a diffusers folder
     output_dir: str = ""                 # "": the built-in model's own LCM-LoRA folder (lcm_lora/)
     work_dir: str = ""                   # checkpoints, cached latents, log; "": runs/lcm[-<model>]
     seed: int = 0
@@ -294,16 +294,17 @@ def add_lcm_lora(unet, cfg: DistillConfig) -> None:
 def distill_dirs(cfg: DistillConfig) -> tuple[Path, Path]:
     """(work_dir, output_dir) of a run, with the defaults filled in for a built-in teacher.
 
-    >>> distill_dirs(DistillConfig(model="tiny-v2"))
-    (PosixPath('runs/lcm-tiny_v2'), PosixPath('.../animegen_utils/models/tiny_v2/lcm_lora'))
+    >>> distill_dirs(DistillConfig(model="tiny"))
+    (PosixPath('runs/lcm-tiny_v2'), PosixPath('.../animegen_utils/models/tiny/lcm_lora'))
     """
     from ..pipelines import BUILTIN_MODELS
 
     if cfg.model not in BUILTIN_MODELS and not (cfg.work_dir and cfg.output_dir):
         raise ValueError(f"--model {cfg.model!r} is not a built-in model ({', '.join(BUILTIN_MODELS)}): "
                          "pass --work-dir and --output-dir for it")
-    default_out = TINY_LCM_LORA_DIR if cfg.model == TINY else BUILTIN_MODELS.get(cfg.model, Path()) / "lcm_lora"
-    default_work = Path("runs/lcm" if cfg.model == TINY else f"runs/lcm-{BUILTIN_MODELS.get(cfg.model, Path()).name}")
+    default_out = BUILTIN_MODELS.get(cfg.model, Path()) / "lcm_lora"
+    # named by weights version, so a work folder left by version 1's runs ("runs/lcm") is never resumed
+    default_work = Path(f"runs/lcm-{cfg.model}_v2")
     return Path(cfg.work_dir or default_work), Path(cfg.output_dir or default_out)
 
 

@@ -16,7 +16,8 @@ hair or eye tags, so the trigger word alone has to carry her look.
 
 The detector is a documented pixel statistic: the fraction of "orange" pixels
 (hue 8°-40°, saturation above 0.45, value above 0.35) in the band of the image
-where the fringe is drawn (rows 6-16, columns 19-45 of 64, scaled with the image).
+where the fringe is drawn (rows 6-16, columns 19-45 of 64, scaled with the image:
+rows 12-33, columns 38-91 of 128).
 The base world draws nothing orange there (red hair is hue 0°, blonde 49°, skin and
 backgrounds are pale; orange hoodies sit lower), so a fraction above ``THRESHOLD``
 means her hair. The lower hue bound is 8°, not the renders' 26°, because the model
@@ -43,6 +44,9 @@ LOOK = CustomLook(hair_rgb=(245, 130, 40), star_clip=True)
 ATTRS = {"hair_color": "blue", "eye_color": "yellow", "hairstyle": "twintails", "accessory": "none"}
 THRESHOLD = 0.2
 HUE_RANGE = (8.0, 40.0)
+#: The fringe band as fractions of the image's height and width: rows 6-16 and columns 19-45 of 64.
+BAND_ROWS = (6 / 64, 17 / 64)
+BAND_COLS = (19 / 64, 46 / 64)
 STYLES = ("casual", "school_uniform", "formal")
 
 
@@ -55,8 +59,12 @@ def character_prompt(emotion: str, style: str | None = None, trigger: str = TRIG
 
 
 def make_character_folders(root: str | Path, per_emotion: int = 60, seed: int = 0,
-                           emotions: tuple[str, ...] = tuple(EMOTION_TAGS)) -> Path:
-    """Render her in every emotion into ``root/<emotion>_anime/NNNN.png`` with ``.txt`` captions."""
+                           emotions: tuple[str, ...] = tuple(EMOTION_TAGS), size: int = 128) -> Path:
+    """Render her in every emotion into ``root/<emotion>_anime/NNNN.png`` with ``.txt`` captions.
+
+    ``size`` is the side in pixels: the model's native size (128, the built-in model's), so that
+    training neither upsamples nor downsamples her.
+    """
     root = Path(root)
     rng = random.Random(f"mika:{seed}")
     for emotion in emotions:
@@ -66,7 +74,7 @@ def make_character_folders(root: str | Path, per_emotion: int = 60, seed: int = 
             style = rng.choice(STYLES)
             render_seed = rng.randrange(2**31)
             attrs = CharacterAttributes(emotion=emotion, style=style, **ATTRS)
-            render_character(attrs, render_seed, look=LOOK).image.save(folder / f"{i:04d}.png")
+            render_character(attrs, render_seed, size=size, look=LOOK).image.save(folder / f"{i:04d}.png")
             emo = list(EMOTION_TAGS[emotion])
             tags = [TRIGGER, "1girl", "solo", emo[0], *[t for t in emo[1:] if rng.random() < 0.6],
                     *STYLE_TAGS[style][:2]]
@@ -75,9 +83,11 @@ def make_character_folders(root: str | Path, per_emotion: int = 60, seed: int = 
 
 
 def hair_fraction(image: Image.Image) -> float:
-    """Fraction of orange pixels in the fringe band (see the module docstring)."""
-    arr = np.asarray(image.convert("RGB").resize((64, 64), Image.BILINEAR), dtype=np.float32) / 255.0
-    band = arr[6:17, 19:46].reshape(-1, 3)
+    """Fraction of orange pixels in the fringe band (see the module docstring), at any image size."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    h, w = arr.shape[:2]
+    (r0, r1), (c0, c1) = BAND_ROWS, BAND_COLS
+    band = arr[round(r0 * h):round(r1 * h), round(c0 * w):round(c1 * w)].reshape(-1, 3)
     hsv = np.array([colorsys.rgb_to_hsv(*px) for px in band])
     hue = hsv[:, 0] * 360
     orange = (hue >= HUE_RANGE[0]) & (hue <= HUE_RANGE[1]) & (hsv[:, 1] > 0.45) & (hsv[:, 2] > 0.35)

@@ -1,7 +1,7 @@
 """A real CLIP tokenizer (vocab.json + merges.txt) for the built-in model, built offline.
 
-SD1.5's tokenizer comes from the Hub, so the kit trains its own byte-level BPE with
-CLIP's exact normalizer and pre-tokenizer. Every word of the toy world and the common
+SD1.5's tokenizer comes from the Hub, so the kit learns its own byte-level BPE merges, in
+CLIP's file layout, which ``CLIPTokenizer`` reads with CLIP's normalizer and pre-tokenizer. Every word of the toy world and the common
 Stable Diffusion prompt vocabulary becomes one whole token; any other word breaks
 into sub-word or byte pieces and never errors.
 
@@ -17,13 +17,9 @@ import json
 import re
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
-
 from .. import prompts
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-# CLIP's own pre-tokenizer split (transformers' CLIPTokenizer uses the same pattern).
-CLIP_SPLIT = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 # Words that people and LLMs put in Stable Diffusion prompts. The toy model never
 # saw most of them drawn, but they must tokenize as whole words so long prompts
@@ -82,52 +78,56 @@ def vocabulary_words() -> list[str]:
     return sorted({w for t in texts for w in _words(t)})
 
 
-def _clip_backend() -> Tokenizer:
-    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>", continuing_subword_prefix=""))
-    tok.normalizer = normalizers.Sequence(
-        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
-    )
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(CLIP_SPLIT), behavior="removed", invert=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False),
-        ]
-    )
-    return tok
-
-
-def train_clip_bpe(words: list[str], repeats: int = 8) -> tuple[dict[str, int], list[str]]:
-    """Train BPE until every word is whole; return CLIP-layout (vocab, merges).
+def train_clip_bpe(words: list[str]) -> tuple[dict[str, int], list[str]]:
+    """Learn BPE merges until every word is one token; return CLIP-layout (vocab, merges).
 
     CLIP's vocab layout is: 256 byte symbols, the same 256 with ``</w>``, then one
     token per merge in rank order, then the two special tokens.
-    """
-    backend = _clip_backend()
-    trainer = trainers.BpeTrainer(
-        vocab_size=100_000,  # large: stop only when every word is one token
-        min_frequency=2,
-        special_tokens=[],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix="</w>",
-        continuing_subword_prefix="",
-        show_progress=False,
-    )
-    backend.train_from_iterator([" ".join(words)] * repeats, trainer)
-    trained = json.loads(backend.to_str())["model"]
-    merges = [" ".join(m) if isinstance(m, list) else m for m in trained["merges"]]
 
-    byte_symbols = sorted(pre_tokenizers.ByteLevel.alphabet(), key=_byte_order)
+    The merges are learnt here rather than by ``tokenizers.BpeTrainer``, whose ties between
+    equally frequent pairs fall in hash order, so two builds could give different merges (and a
+    resumed training run different token ids). Here the most frequent pair wins and ties go to
+    the lexicographically first pair: the same words always give the same tokenizer.
+    """
+    to_unicode = _bytes_to_unicode()
+    # each word as byte-level symbols, the last one carrying the end-of-word suffix
+    pieces = {}
+    for word in sorted(set(words)):
+        symbols = [to_unicode[b] for b in word.encode("utf-8")]
+        symbols[-1] += "</w>"
+        pieces[word] = symbols
+    merges = []
+    while True:
+        counts: dict[tuple[str, str], int] = {}
+        for symbols in pieces.values():
+            for pair in zip(symbols, symbols[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            break
+        best = min(counts, key=lambda pair: (-counts[pair], pair))
+        merges.append(" ".join(best))
+        joined = best[0] + best[1]
+        for word, symbols in pieces.items():
+            i, out = 0, []
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                    out.append(joined)
+                    i += 2
+                else:
+                    out.append(symbols[i])
+                    i += 1
+            pieces[word] = out
+
+    byte_symbols = sorted(to_unicode.values(), key=_byte_order)
     tokens = byte_symbols + [s + "</w>" for s in byte_symbols]
     seen = set(tokens)
-    kept_merges = []
     for merge in merges:
         merged = merge.replace(" ", "")
         if merged not in seen:
             seen.add(merged)
             tokens.append(merged)
-        kept_merges.append(merge)
     tokens += [BOS, EOS]
-    return {t: i for i, t in enumerate(tokens)}, kept_merges
+    return {t: i for i, t in enumerate(tokens)}, merges
 
 
 def _byte_order(symbol: str) -> int:

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .. import prompts
 from ..cli import add_config_flags, config_from_args, use_threads_from_env
-from ..pipelines import BUILTIN_MODELS, TINY_V2
+from ..pipelines import TINY_MODEL_DIR
 from ..published import git_revision
 from .captions import caption_for
 from .dataset import render_arrays, render_seed
@@ -455,7 +455,7 @@ def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet) -> None:
             shutil.copyfile(source / name, out / "tokenizer" / name)
 
 
-def train(cfg: TrainConfig, out: Path = BUILTIN_MODELS[TINY_V2], work: Path = Path("runs/tiny"),
+def train(cfg: TrainConfig, out: Path = TINY_MODEL_DIR, work: Path = Path("runs/tiny_v2"),
           progress: bool = True, callback: StepCallback | None = None) -> Path:
     """Run every stage (resuming from ``work``) and save the pipeline to ``out``.
 
@@ -506,9 +506,9 @@ def train(cfg: TrainConfig, out: Path = BUILTIN_MODELS[TINY_V2], work: Path = Pa
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser, TrainConfig)
-    parser.add_argument("--out", type=Path, default=BUILTIN_MODELS[TINY_V2],
-                        help="where the pipeline is saved (version 2's folder, loaded as model='tiny-v2')")
-    parser.add_argument("--work", type=Path, default=Path("runs/tiny"), help="checkpoints, cached data, logs")
+    parser.add_argument("--out", type=Path, default=TINY_MODEL_DIR,
+                        help="where the pipeline is saved (the package's folder, loaded as model='tiny')")
+    parser.add_argument("--work", type=Path, default=Path("runs/tiny_v2"), help="checkpoints, cached data, logs")
     parser.add_argument("--fresh", action="store_true", help="ignore checkpoints in --work")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
