@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {}
     for name, rs in runs.items():
         summary[name] = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+        summary[name]["trainable_parameters"] = rs[0]["trainable_parameters"]  # a count, not a median
     base = summary["plan_cached"]
     ratios = {
         "caching_speedup (cached / uncached steps/s)":

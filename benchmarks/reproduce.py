@@ -92,7 +92,7 @@ STAGES: tuple[Stage, ...] = (
 HISTORICAL: tuple[str, ...] = (
     "tiny_v2_attempt1.json", "tiny_v2_attempt2.json", "eval_v1_g7.5.json", "eval_v1_g5.0.json", "eval_v1_g3.0.json",
     "binding_v1.json", "controlnet_v1.json", "controlnet_v1_guidance_end_0.7.json", "fast_adherence_v1.json",
-    "inference_v1.json", "model_versions.json")
+    "inference_v1.json", "model_versions.json", "sweep_v1.json")
 
 #: ``make reproduce-train``: every shipped artefact from scratch, in this order (each resumes
 #: from its work folder when stopped), then ``make reproduce``. Minutes on the 2-core CPU.

@@ -26,12 +26,12 @@ SMALL_RUNS = {
     ),
     "04_img2img_controlnet.ipynb": dict(
         steps=4, strengths=[0.0, 0.5, 1.0], n_sources=2, targets_per_source=1, sketches=["tilted"],
-        n_renders=1, seeds=[0, 1], scales=[0.0, 1.0], outputs_dir="{tmp}/outputs",
+        n_renders=1, n_held_out=1, seeds=[0], scales=[0.0, 1.0], outputs_dir="{tmp}/outputs",
     ),
     "05_serving.ipynb": dict(steps=2, burst_size=2, screenshot=False, outputs_dir="{tmp}/outputs"),
     "06_fast_sampling.ipynb": dict(
-        n=4, timing_repeats=1, map_steps={"pndm": [50], "dpm++": [4], "lcm": [2, 4]}, compare_seeds=[0, 1],
-        outputs_dir="{tmp}/outputs",
+        n=4, timing_repeats=1, cache_repeats=1, map_steps={"pndm": [12], "dpm++": [4], "lcm": [2, 4]},
+        compare_seeds=[0, 1], outputs_dir="{tmp}/outputs",
     ),
 }
 

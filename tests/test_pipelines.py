@@ -20,7 +20,7 @@ from animegen_utils import (
     switch_task,
 )
 from animegen_utils.export import save_single_file
-from animegen_utils.pipelines import TINY_MODEL_DIR, controlnet_from_unet, pipeline_info
+from animegen_utils.pipelines import FEW_STEP_SCHEDULERS, TINY_MODEL_DIR, controlnet_from_unet, pipeline_info
 
 
 def test_auto_device_on_a_cpu_machine():
@@ -39,8 +39,9 @@ def test_dtype_choice():
         resolve_dtype("half-ish", "cpu")
 
 
-# "lcm" also loads an LCM-LoRA made for the model; tests/test_fast.py covers it on "tiny".
-@pytest.mark.parametrize("name", [n for n in SCHEDULERS if n != "lcm"])
+# "lcm" and "tcd" also load a distilled LoRA made for the model; tests/test_fast.py and
+# tests/test_fast_cache.py cover them on "tiny".
+@pytest.mark.parametrize("name", [n for n in SCHEDULERS if n not in FEW_STEP_SCHEDULERS])
 def test_every_scheduler_name_builds(dummy_pipe, name):
     cls, overrides, _ = SCHEDULERS[name]
     pipe = set_scheduler(dummy_pipe, name)

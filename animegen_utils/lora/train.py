@@ -66,7 +66,7 @@ class LoraTrainingConfig:
     output_dir: str = "outputs/03/lora"
     model: str = "tiny"
     config: str | None = None                  # for a single-file model: a diffusers folder with its configs
-    resolution: int | None = None              # None: the model's native size (64 tiny, 512 SD1.5)
+    resolution: int | None = None              # None: the model's native size (128 tiny, 512 SD1.5)
     # LoRA
     rank: int = 4
     alpha: float | None = None                 # None: alpha = rank (scale 1)

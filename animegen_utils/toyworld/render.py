@@ -1,7 +1,7 @@
 """Procedurally drawn head-and-shoulders anime girls for the toy world.
 
-Every attribute of :class:`CharacterAttributes` is drawn so that it reads at
-64×64: the picture is drawn at 4× with ``PIL.ImageDraw`` and downsampled with
+Every attribute of :class:`CharacterAttributes` is drawn so that it reads even at
+64×64 (the built-in model draws 128×128): the picture is drawn at 4× with ``PIL.ImageDraw`` and downsampled with
 LANCZOS. The face covers about half the image width so the expression
 (brows, eyes, mouth, blush, tears) survives the downsampling.
 
