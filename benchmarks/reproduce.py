@@ -82,6 +82,8 @@ STAGES: tuple[Stage, ...] = (
           None, 6),
     Stage("lora", ("lora.json",), ("benchmarks/bench_lora.py", "--output", f"{OUT}/lora.json"), None, 3),
     Stage("sweep", ("sweep.json",), ("benchmarks/bench_sweep.py", "--output", f"{OUT}/sweep.json"), None, 4),
+    Stage("ip_adapter", ("ip_adapter.json",),
+          ("-m", "animegen_utils.evaluate.reference", "--n", "200", "--output", f"{OUT}/ip_adapter.json"), None, 4),
     Stage("reproduce", ("reproduce.json",), ("benchmarks/bench_reproduce.py", "--output", f"{OUT}/reproduce.json"),
           None, 2),
 )
@@ -104,6 +106,7 @@ TRAIN_STAGES: tuple[tuple[str, tuple[str, ...], float], ...] = (
                                "--out", "animegen_utils/models/probe_posed"), 12),
     ("ControlNet", ("-m", "animegen_utils.control", "train"), 57),
     ("LCM-LoRA", ("-m", "animegen_utils.fast", "distill"), 90),
+    ("IP-Adapter", ("-m", "animegen_utils.reference", "train"), 25),
     ("notebook-03 LoRA", ("-m", "papermill", "--cwd", "notebooks", "notebooks/03_lora_training.ipynb",
                           "outputs/03_lora_training.ipynb"), 4),
 )

@@ -204,14 +204,14 @@ def test_hires_pass_uses_the_reference_too(dummy_model_dir, adapters, ref):
     assert pipe.unet.encoder_hid_proj is None
 
 
-def test_builtin_adapter_is_found_or_its_absence_says_how_to_train_it():
+def test_builtin_adapter_ships_and_its_absence_says_how_to_train_it(tmp_path, monkeypatch):
     folder = BUILTIN_IP_ADAPTERS["tiny"]
-    if (folder / "ip_adapter.safetensors").is_file():
-        pipe = load_pipeline(ip_adapter=True)
-        assert reference_adapter(pipe).default and reference_adapter(pipe).source == str(folder)
-    else:
-        with pytest.raises(ModelNotFoundError, match="python -m animegen_utils.reference train"):
-            load_pipeline(ip_adapter=True)
+    assert (folder / "ip_adapter.safetensors").is_file() and (folder / "README.md").is_file()
+    pipe = load_pipeline(ip_adapter=True)
+    assert reference_adapter(pipe).default and reference_adapter(pipe).source == str(folder)
+    monkeypatch.setitem(BUILTIN_IP_ADAPTERS, "tiny", tmp_path / "not_trained")
+    with pytest.raises(ModelNotFoundError, match="python -m animegen_utils.reference train"):
+        load_pipeline(ip_adapter=True)
 
 
 def test_missing_adapter_folder_is_named(dummy_model_dir, tmp_path):

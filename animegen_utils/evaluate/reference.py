@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     report = evaluate_reference(pipe, n=args.n, seed=args.seed, reference_scale=args.scale)
     print(json.dumps(report, indent=2))
     if args.output:
-        args.output.write_text(json.dumps(report, indent=2))
+        from ..published import write_results
+
+        write_results(args.output, report)
 
 
 if __name__ == "__main__":

@@ -390,9 +390,9 @@ Default scale: {cfg['default_scale']} (`config.json`).
 
 ## Measured
 
-`python -m animegen_utils.evaluate.reference --n 200 --output {{this folder}}/evaluation.json`:
+`python -m animegen_utils.evaluate.reference --n 200 --output benchmarks/results/ip_adapter.json`:
 identity kept (probe-read hair, eyes, hairstyle, accessory equal to the reference's, no identity words in
-the prompt) and emotion hit; bars 0.90 each. See `evaluation.json` once measured.
+the prompt) and emotion hit; bars 0.90 each.
 """
 
 
