@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..training import atomic_save, warmup_cosine
 from ..cli import add_config_flags, config_from_args, use_threads_from_env
 from ..model_hash import model_hash
 from ..pipelines import BUILTIN_MODELS, TINY, TINY_MODEL_DIR, controlnet_from_unet
@@ -253,17 +254,8 @@ def make_batch(step: int, cfg: ControlTrainConfig, size: int = 64) -> tuple[torc
 
 # --------------------------------------------------------------------------- training
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
 def _lr_at(step: int, cfg: ControlTrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return warmup_cosine(step, cfg.steps, cfg.lr, cfg.warmup)
 
 
 def controlnet_loss(pipe, controlnet, images: torch.Tensor, controls: torch.Tensor, captions: list[str],
@@ -357,7 +349,7 @@ def train(cfg: ControlTrainConfig, out: Path = CONTROLNET_DIR, work: Path = Path
             log.write(json.dumps({"step": step, "loss": loss.item(), "time": time.time()}) + "\n")
             log.flush()
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            _atomic_save({"controlnet": controlnet.state_dict(), "opt": opt.state_dict(), "step": step,
+            atomic_save({"controlnet": controlnet.state_dict(), "opt": opt.state_dict(), "step": step,
                           "seconds": time.time() - started}, path)
     bar.close()
     log.close()

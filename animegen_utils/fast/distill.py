@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..training import atomic_save
 from ..pipelines import TINY, TINY_LCM_LORA_DIR
 from ..prompts import DEFAULT_NEGATIVE_TAGS
 
@@ -175,7 +176,7 @@ def cache_latents(vae, cfg: DistillConfig, work: Path) -> tuple[torch.Tensor, to
     if batch:
         flush()
     mean, std = torch.cat(means), torch.cat(stds)
-    _atomic_save({"n": cfg.n_images, "data_seed": cfg.data_seed, "size": size, "mean": mean, "std": std,
+    atomic_save({"n": cfg.n_images, "data_seed": cfg.data_seed, "size": size, "mean": mean, "std": std,
                   "attrs": [a.to_dict() for a in attrs]}, path)
     return mean, std, attrs
 
@@ -194,12 +195,6 @@ def _encode(pipe, texts: list[str]) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- checkpoints
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
 
 def lora_state_dict(unet) -> dict[str, torch.Tensor]:
     """The UNet's LoRA weights, PEFT keys (``...conv1.lora_A.weight``), as the recipe saves them.
@@ -230,8 +225,8 @@ def _trainable(unet) -> list[tuple[str, torch.nn.Parameter]]:
 def _save_checkpoint(work: Path, step: int, unet, optimizer, lr_scheduler) -> None:
     state = {"step": step, "lora": {n: p.detach().clone() for n, p in _trainable(unet)},
              "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict()}
-    _atomic_save(state, work / f"checkpoint-{step:06d}.pt")
-    _atomic_save(state, work / "checkpoint-latest.pt")
+    atomic_save(state, work / f"checkpoint-{step:06d}.pt")
+    atomic_save(state, work / "checkpoint-latest.pt")
     for old in sorted(work.glob("checkpoint-0*.pt"))[:-2]:  # keep the last two numbered ones
         old.unlink()
 

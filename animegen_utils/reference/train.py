@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import random
 import sys
 import time
@@ -48,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..training import atomic_save, warmup_cosine
 from ..prompts import ATTRIBUTES
 from ..toyworld.captions import caption_for, identity_tags
 from ..toyworld.render import CharacterAttributes, render_character
@@ -236,18 +236,6 @@ def adapter_loss(pipe: Any, encoder: Any, processor: Any, step: int, cfg: IPAdap
 
 # --------------------------------------------------------------------------- the run
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
-def _lr_at(step: int, total: int, lr: float, warmup: int) -> float:
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
-
-
 def _loop(name: str, start: int, total: int, step_fn, params, opt, lr: float, warmup: int,
           cfg: IPAdapterTrainConfig, log, save, progress: bool) -> None:
     """Steps ``start .. total`` of one stage: AdamW, warm-up then cosine to a tenth, grad clip 1."""
@@ -256,7 +244,7 @@ def _loop(name: str, start: int, total: int, step_fn, params, opt, lr: float, wa
     while step < total:
         loss = step_fn(step)
         for g in opt.param_groups:
-            g["lr"] = _lr_at(step, total, lr, warmup)
+            g["lr"] = warmup_cosine(step, total, lr, warmup)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -302,7 +290,7 @@ def train(cfg: IPAdapterTrainConfig, out: Path = IP_ADAPTER_DIR, work: Path = Pa
 
     def save(stage: str, step: int, opt: torch.optim.Optimizer) -> None:
         steps[stage] = step
-        _atomic_save({"encoder": encoder.state_dict(), "heads": heads.state_dict(),
+        atomic_save({"encoder": encoder.state_dict(), "heads": heads.state_dict(),
                       "projection": projection.state_dict(),
                       "processors": {n: p.state_dict() for n, p in processors.items()},
                       "encoder_step": steps["encoder"], "adapter_step": steps["adapter"], "stage": stage,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import random
 import shutil
 import sys
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..training import atomic_save, warmup_cosine
 from .. import prompts
 from ..cli import add_config_flags, config_from_args, use_threads_from_env
 from ..pipelines import TINY_MODEL_DIR
@@ -73,19 +73,6 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------- utils
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
-def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
 
 def _log(work: Path, record: dict) -> None:
     with open(work / "train_log.jsonl", "a", encoding="utf-8") as f:
@@ -135,7 +122,7 @@ def render_images(cfg: TrainConfig, work: Path, size: int, progress: bool = True
             return data["images"], [CharacterAttributes.from_dict(a) for a in data["attrs"]]
     arrays, attrs = render_arrays(cfg.n_images, seed=cfg.seed, size=size, progress=progress)
     images = torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
-    _atomic_save({"n": cfg.n_images, "seed": cfg.seed, "size": size, "images": images,
+    atomic_save({"n": cfg.n_images, "seed": cfg.seed, "size": size, "images": images,
                   "attrs": [a.to_dict() for a in attrs]}, path)
     return images, attrs
 
@@ -178,11 +165,11 @@ def train_vae(cfg: TrainConfig, tiny: TinyConfig, images: torch.Tensor, work: Pa
         recon = vae.decode(posterior.sample(generator=gen)).sample
         rec_loss = F.l1_loss(recon, x) + F.mse_loss(recon, x)
         loss = rec_loss + 1e-6 * posterior.kl().mean()
-        _optimizer_step(opt, vae.parameters(), loss, _lr_at(step, cfg.vae_steps, cfg.vae_lr, cfg.warmup))
+        _optimizer_step(opt, vae.parameters(), loss, warmup_cosine(step, cfg.vae_steps, cfg.vae_lr, cfg.warmup))
         step += 1
         _report(bar, work, "vae", step, rec_loss.item(), cfg.log_every)
         if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
-            _atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": _rng_state(),
+            atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "rng": _rng_state(),
                           "gen": gen.get_state()}, path)
         if callback is not None:
             callback("vae", step)
@@ -224,11 +211,11 @@ def finetune_decoder(cfg: TrainConfig, vae, images: torch.Tensor, work: Path, pr
         w = _detail_weight(x)
         loss = (w * ((recon - x).abs() + (recon - x) ** 2)).mean()
         _optimizer_step(opt, vae.decoder.parameters(), loss,
-                        _lr_at(step, cfg.decoder_steps, cfg.decoder_lr, cfg.warmup))
+                        warmup_cosine(step, cfg.decoder_steps, cfg.decoder_lr, cfg.warmup))
         step += 1
         _report(bar, work, "decoder", step, loss.item(), cfg.log_every)
         if step % cfg.checkpoint_every == 0 or step == cfg.decoder_steps:
-            _atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "gen": gen.get_state()},
+            atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "gen": gen.get_state()},
                          path)
         if callback is not None:
             callback("decoder", step)
@@ -252,7 +239,7 @@ def cache_latents(vae, images: torch.Tensor, work: Path, progress: bool = True) 
     mean, std = torch.cat(means), torch.cat(stds)
     noise = torch.randn(std.shape, generator=torch.Generator().manual_seed(0))
     scaling = float(1.0 / (mean + std * noise).std())
-    _atomic_save({"mean": mean, "std": std, "scaling_factor": scaling}, path)
+    atomic_save({"mean": mean, "std": std, "scaling_factor": scaling}, path)
     return mean, std, scaling
 
 
@@ -297,11 +284,11 @@ def train_text(cfg: TrainConfig, tiny: TinyConfig, tokenizer, attrs: list, work:
         ids, described = _caption_batch(tokenizer, attrs, idx, rng, cfg)
         out = text_encoder(ids)
         loss = heads.loss(out.last_hidden_state, out.pooler_output, ids, described)
-        _optimizer_step(opt, params, loss, _lr_at(step, cfg.text_steps, cfg.text_lr, cfg.warmup))
+        _optimizer_step(opt, params, loss, warmup_cosine(step, cfg.text_steps, cfg.text_lr, cfg.warmup))
         step += 1
         _report(bar, work, "text", step, loss.item(), cfg.log_every)
         if step % cfg.checkpoint_every == 0 or step == cfg.text_steps:
-            _atomic_save({"text_encoder": text_encoder.state_dict(), "heads": heads.state_dict(),
+            atomic_save({"text_encoder": text_encoder.state_dict(), "heads": heads.state_dict(),
                           "opt": opt.state_dict(), "step": step, "gen": gen.get_state()}, path)
         if callback is not None:
             callback("text", step)
@@ -380,7 +367,7 @@ def train_unet(cfg: TrainConfig, tiny: TinyConfig, tokenizer, latents: tuple, at
             total = loss + cfg.text_aux_weight * heads.loss(text_out.last_hidden_state, text_out.pooler_output,
                                                             ids, described)
         _optimizer_step(opt, params + (list(heads.parameters()) if aux else []), total,
-                        _lr_at(step, cfg.unet_steps, cfg.lr, cfg.warmup))
+                        warmup_cosine(step, cfg.unet_steps, cfg.lr, cfg.warmup))
         step += 1
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
@@ -392,7 +379,7 @@ def train_unet(cfg: TrainConfig, tiny: TinyConfig, tokenizer, latents: tuple, at
                      "ema": ema, "step": step, "rng": _rng_state(), "gen": gen.get_state()}
             if aux:
                 state["heads"] = heads.state_dict()
-            _atomic_save(state, path)
+            atomic_save(state, path)
         if callback is not None:
             callback("unet", step)
     bar.close()
