@@ -81,7 +81,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("weighting", ("weighting.json",), ("benchmarks/bench_weighting.py", "--output", f"{OUT}/weighting.json"),
           None, 6),
     Stage("lora", ("lora.json",), ("benchmarks/bench_lora.py", "--output", f"{OUT}/lora.json"), None, 3),
-    Stage("sweep", ("sweep.json",), ("benchmarks/bench_sweep.py", "--output", f"{OUT}/sweep.json"), None, 4),
+    Stage("sweep", ("sweep.json",), ("benchmarks/bench_sweep.py", "--rows", "32", "--steps", "12", "--repeats", "2",
+                                       "--output", f"{OUT}/sweep.json"), None, 6),
     Stage("ip_adapter", ("ip_adapter.json",),
           ("-m", "animegen_utils.evaluate.reference", "--n", "200", "--output", f"{OUT}/ip_adapter.json"), None, 4),
     Stage("reproduce", ("reproduce.json",), ("benchmarks/bench_reproduce.py", "--output", f"{OUT}/reproduce.json"),
@@ -94,7 +95,7 @@ STAGES: tuple[Stage, ...] = (
 HISTORICAL: tuple[str, ...] = (
     "tiny_v2_attempt1.json", "tiny_v2_attempt2.json", "eval_v1_g7.5.json", "eval_v1_g5.0.json", "eval_v1_g3.0.json",
     "binding_v1.json", "controlnet_v1.json", "controlnet_v1_guidance_end_0.7.json", "fast_adherence_v1.json",
-    "inference_v1.json", "model_versions.json", "sweep_v1.json")
+    "inference_v1.json", "model_versions.json")
 
 #: ``make reproduce-train``: every shipped artefact from scratch, in this order (each resumes
 #: from its work folder when stopped), then ``make reproduce``. Minutes on the 2-core CPU.
