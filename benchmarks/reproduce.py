@@ -4,9 +4,13 @@
     make reproduce REPRODUCE=quick       # CI's variant: fewer samples, wider tolerances
     python benchmarks/reproduce.py --only eval_g7.5 inference --fresh /tmp/fresh
     python benchmarks/reproduce.py --list                         # stages, files, expected minutes
+    python benchmarks/reproduce.py --lanes 1                      # one stage at a time, torch's threads
 
 Each stage is one command a reader could type (the evaluation or benchmark that made the
-committed file), run with its output pointed at the fresh folder. Then every number that the
+committed file), run with its output pointed at the fresh folder. Stages that time the whole
+machine (``exclusive``) run alone; the others run two at a time, one thread each, which halves
+the wall time on two cores without moving their numbers (probe accuracies, and speed ratios
+measured side by side in one process). Then every number that the
 README, the model cards and the notebooks' prose publish is compared with its fresh value
 (``animegen_utils.published.drift``): the table says, number by number, committed, fresh and
 whether the difference is within that kind of number's tolerance. The exit status is 1 when a
@@ -25,6 +29,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +53,11 @@ class Stage:
     full: tuple[str, ...]
     quick: tuple[str, ...] | None
     minutes: float  # expected, full variant, 2-core CPU
+    #: Needs the whole machine (it times two threads, or several processes, against one): runs alone.
+    #: The other stages run one thread each, two at a time (``--lanes``): their numbers are probe
+    #: accuracies, or speed ratios measured side by side inside one process, which a steady
+    #: neighbour on the other core leaves alone.
+    exclusive: bool = False
 
 
 def _evaluate(model: str, guidance: float, n: int, name: str) -> tuple[str, ...]:
@@ -75,14 +85,15 @@ STAGES: tuple[Stage, ...] = (
           ("benchmarks/bench_fast.py", "adherence", "--points", "v2", "--results", OUT), None, 6),
     Stage("fast_sidebyside", ("fast_sidebyside.json",),
           ("benchmarks/bench_fast_sidebyside.py", "--output", f"{OUT}/fast_sidebyside.json"),
-          ("benchmarks/bench_fast_sidebyside.py", "--repeats", "3", "--output", f"{OUT}/fast_sidebyside.json"), 3),
+          ("benchmarks/bench_fast_sidebyside.py", "--repeats", "3", "--output", f"{OUT}/fast_sidebyside.json"), 3,
+          exclusive=True),
     Stage("fast_cache", ("fast_cache.json",),
           ("benchmarks/bench_fast_cache.py", "--threads", "1", "--output", f"{OUT}/fast_cache.json"), None, 12),
     Stage("weighting", ("weighting.json",), ("benchmarks/bench_weighting.py", "--output", f"{OUT}/weighting.json"),
           None, 6),
     Stage("lora", ("lora.json",), ("benchmarks/bench_lora.py", "--output", f"{OUT}/lora.json"), None, 3),
     Stage("sweep", ("sweep.json",), ("benchmarks/bench_sweep.py", "--rows", "32", "--steps", "12", "--repeats", "2",
-                                       "--output", f"{OUT}/sweep.json"), None, 6),
+                                       "--output", f"{OUT}/sweep.json"), None, 6, exclusive=True),
     Stage("ip_adapter", ("ip_adapter.json",),
           ("-m", "animegen_utils.evaluate.reference", "--n", "200", "--output", f"{OUT}/ip_adapter.json"), None, 4),
     Stage("reproduce", ("reproduce.json",), ("benchmarks/bench_reproduce.py", "--output", f"{OUT}/reproduce.json"),
@@ -118,22 +129,60 @@ def published_files() -> set[str]:
     return {n.file for path in documents() for n in find_numbers(document_text(path))}
 
 
-def run_stage(stage: Stage, fresh: Path, quick: bool) -> tuple[bool, float]:
-    """Run one stage (its progress bars on the terminal, its output in ``fresh/logs``)."""
+def run_stage(stage: Stage, fresh: Path, quick: bool, one_thread: bool = False,
+              terminal: bool = True) -> tuple[bool, float]:
+    """Run one stage, its output in ``fresh/logs`` (its progress bars on the terminal when ``terminal``)."""
     argv = stage.quick if quick else stage.full
-    return _run(stage.name, [sys.executable, *(a.replace(OUT, str(fresh)) for a in argv)], fresh / "logs")
+    return _run(stage.name, [sys.executable, *(a.replace(OUT, str(fresh)) for a in argv)], fresh / "logs",
+                {"OMP_NUM_THREADS": "1"} if one_thread else {}, terminal)
 
 
-def _run(name: str, command: list[str], logs: Path) -> tuple[bool, float]:
+def _run(name: str, command: list[str], logs: Path, env: dict[str, str] | None = None,
+         terminal: bool = True) -> tuple[bool, float]:
     log = logs / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
     with log.open("w", encoding="utf-8") as out:
         out.write("$ " + " ".join(command) + "\n")
         out.flush()
-        done = subprocess.run(command, cwd=ROOT, stdout=out, stderr=sys.stderr if sys.stderr.isatty() else out,
-                              env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+        done = subprocess.run(command, cwd=ROOT, stdout=out,
+                              stderr=sys.stderr if terminal and sys.stderr.isatty() else out,
+                              env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+                                   **(env or {})})
     return done.returncode == 0, time.time() - started
+
+
+def run_stages(stages: list[Stage], fresh: Path, quick: bool, lanes: int = 2) -> tuple[list[str], dict[str, float]]:
+    """Every stage once: the exclusive ones alone, then the rest ``lanes`` at a time, one thread each,
+    longest first. Returns the failed stages and each stage's seconds."""
+    failed, seconds = [], {}
+    bar = tqdm(total=len(stages), desc="reproduce", unit="stage")
+
+    def finished(stage: Stage, ok: bool, took: float) -> None:
+        seconds[stage.name] = took
+        bar.update(1)
+        tqdm.write(f"{'==' if ok else '!!'} {stage.name} {'done' if ok else 'FAILED'} in {took / 60:.1f} min"
+                   + ("" if ok else f"; see {fresh / 'logs' / (stage.name + '.log')}"))
+        if not ok:
+            failed.append(stage.name)
+
+    shared = [s for s in stages if not s.exclusive or lanes == 1]
+    for stage in (s for s in stages if s.exclusive and lanes > 1):
+        tqdm.write(f"== {stage.name} (alone)")
+        finished(stage, *run_stage(stage, fresh, quick))
+    if lanes == 1:
+        for stage in shared:
+            tqdm.write(f"== {stage.name}")
+            finished(stage, *run_stage(stage, fresh, quick))
+    else:
+        tqdm.write(f"== {', '.join(s.name for s in shared)}: {lanes} at a time, one thread each")
+        with ThreadPoolExecutor(lanes) as pool:
+            jobs = {pool.submit(run_stage, s, fresh, quick, True, False): s
+                    for s in sorted(shared, key=lambda s: -s.minutes)}
+            for job in as_completed(jobs):
+                finished(jobs[job], *job.result())
+    bar.close()
+    return failed, seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,10 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CI's variant: fewer samples, wider tolerances")
     parser.add_argument("--only", nargs="+", metavar="STAGE", help=f"stages: {', '.join(s.name for s in STAGES)}")
     parser.add_argument("--list", action="store_true", help="list the stages and exit")
+    parser.add_argument("--lanes", type=int, default=2,
+                        help="stages run at once, one thread each (1: one after another with torch's threads)")
     parser.add_argument("--train", action="store_true",
                         help="first retrain every shipped artefact from scratch (TRAIN_STAGES; hours)")
     args = parser.parse_args(argv)
     names = [s.name for s in STAGES]
+    if args.lanes < 1:
+        parser.error(f"--lanes must be at least 1, not {args.lanes}")
     unknown = sorted(set(args.only or ()) - set(names))
     if unknown:
         parser.error(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(names)}")
@@ -165,20 +218,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"training {name} failed; see {args.fresh / 'logs'}")
                 return 2
     args.fresh.mkdir(parents=True, exist_ok=True)
-    print(f"{len(stages)} stages, about {sum(s.minutes for s in stages) / (4 if args.quick else 1):.0f} minutes "
+    exclusive = sum(s.minutes for s in stages if s.exclusive and args.lanes > 1)
+    shared = sum(s.minutes for s in stages if not s.exclusive or args.lanes == 1) / args.lanes
+    print(f"{len(stages)} stages, about {(exclusive + shared) / (4 if args.quick else 1):.0f} minutes "
           f"on a 2-core CPU; fresh results in {args.fresh}", flush=True)
-    failed, seconds = [], {}
-    for stage in tqdm(stages, desc="reproduce", unit="stage"):
-        tqdm.write(f"== {stage.name}")
-        ok, seconds[stage.name] = run_stage(stage, args.fresh, args.quick)
-        if not ok:
-            failed.append(stage.name)
-            tqdm.write(f"!! {stage.name} failed; see {args.fresh / 'logs' / (stage.name + '.log')}")
+    started = time.time()
+    failed, seconds = run_stages(stages, args.fresh, args.quick, args.lanes)
+    wall = time.time() - started
     rows = drift(args.fresh, quick=args.quick)
     print(drift_table(rows))
-    (args.fresh / "drift.json").write_text(json.dumps({"quick": args.quick, "stage_seconds": seconds,
+    (args.fresh / "drift.json").write_text(json.dumps({"quick": args.quick, "lanes": args.lanes,
+                                                       "wall_seconds": wall, "stage_seconds": seconds,
                                                        "failed_stages": failed, "rows": rows}, indent=2) + "\n")
-    print(f"stages took {sum(seconds.values()) / 60:.1f} minutes; drift table in {args.fresh / 'drift.json'}")
+    print(f"{len(stages)} stages in {wall / 60:.1f} minutes ({sum(seconds.values()) / 60:.1f} stage-minutes); "
+          f"drift table in {args.fresh / 'drift.json'}")
     if failed:
         print(f"failed stages: {', '.join(failed)}")
         return 2
