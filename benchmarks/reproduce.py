@@ -38,7 +38,8 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from animegen_utils.published import RESULTS_DIR, documents, drift, drift_table, find_numbers, document_text  # noqa: E402
+from animegen_utils.published import (RESULTS_DIR, document_text, documents, drift, drift_table,  # noqa: E402
+                                      find_numbers, write_results)
 
 OUT = "{out}"  # replaced by the fresh folder
 
@@ -52,7 +53,7 @@ class Stage:
     files: tuple[str, ...]
     full: tuple[str, ...]
     quick: tuple[str, ...] | None
-    minutes: float  # expected, full variant, 2-core CPU
+    minutes: float  # measured, full variant, 2-core CPU (one thread, or alone when exclusive)
     #: Needs the whole machine (it times two threads, or several processes, against one): runs alone.
     #: The other stages run one thread each, two at a time (``--lanes``): their numbers are probe
     #: accuracies, or speed ratios measured side by side inside one process, which a steady
@@ -67,37 +68,37 @@ def _evaluate(model: str, guidance: float, n: int, name: str) -> tuple[str, ...]
 
 STAGES: tuple[Stage, ...] = (
     Stage("eval_g7.5", ("eval_g7.5.json",), _evaluate("tiny", 7.5, 200, "eval_g7.5.json"),
-          _evaluate("tiny", 7.5, 60, "eval_g7.5.json"), 2),
-    Stage("eval_g5.0", ("eval_g5.0.json",), _evaluate("tiny", 5.0, 200, "eval_g5.0.json"), None, 2),
+          _evaluate("tiny", 7.5, 60, "eval_g7.5.json"), 1),
+    Stage("eval_g5.0", ("eval_g5.0.json",), _evaluate("tiny", 5.0, 200, "eval_g5.0.json"), None, 1),
     Stage("eval_g3.0", ("eval_g3.0.json",), _evaluate("tiny", 3.0, 200, "eval_g3.0.json"), None, 2),
     Stage("binding", ("binding.json",),
           ("-m", "animegen_utils.evaluate.binding", "--model", "tiny", "--n", "300",
            "--output", f"{OUT}/binding.json"), None, 2),
     Stage("inference", ("inference.json",), ("benchmarks/bench_inference.py", "--output", f"{OUT}/inference.json"),
           ("benchmarks/bench_inference.py", "--n", "10", "--single", "3", "--rounds", "1",
-           "--output", f"{OUT}/inference.json"), 4),
+           "--output", f"{OUT}/inference.json"), 2),
     Stage("controlnet", ("controlnet.json",), ("benchmarks/bench_controlnet.py", "--output", f"{OUT}/controlnet.json"),
-          None, 10),
+          None, 3),
     Stage("controlnet_guidance_end", ("controlnet_guidance_end_0.8.json",),
           ("benchmarks/bench_controlnet.py", "--sets", "held_out,samples", "--guidance-end", "0.8",
-           "--output", f"{OUT}/controlnet_guidance_end_0.8.json"), None, 8),
+           "--output", f"{OUT}/controlnet_guidance_end_0.8.json"), None, 2),
     Stage("fast_adherence", ("fast_adherence.json",),
-          ("benchmarks/bench_fast.py", "adherence", "--points", "v2", "--results", OUT), None, 6),
+          ("benchmarks/bench_fast.py", "adherence", "--points", "v2", "--results", OUT), None, 2),
     Stage("fast_sidebyside", ("fast_sidebyside.json",),
           ("benchmarks/bench_fast_sidebyside.py", "--output", f"{OUT}/fast_sidebyside.json"),
-          ("benchmarks/bench_fast_sidebyside.py", "--repeats", "3", "--output", f"{OUT}/fast_sidebyside.json"), 3,
+          ("benchmarks/bench_fast_sidebyside.py", "--repeats", "3", "--output", f"{OUT}/fast_sidebyside.json"), 2,
           exclusive=True),
     Stage("fast_cache", ("fast_cache.json",),
-          ("benchmarks/bench_fast_cache.py", "--threads", "1", "--output", f"{OUT}/fast_cache.json"), None, 12),
+          ("benchmarks/bench_fast_cache.py", "--threads", "1", "--output", f"{OUT}/fast_cache.json"), None, 5),
     Stage("weighting", ("weighting.json",), ("benchmarks/bench_weighting.py", "--output", f"{OUT}/weighting.json"),
-          None, 6),
-    Stage("lora", ("lora.json",), ("benchmarks/bench_lora.py", "--output", f"{OUT}/lora.json"), None, 3),
+          None, 26),
+    Stage("lora", ("lora.json",), ("benchmarks/bench_lora.py", "--output", f"{OUT}/lora.json"), None, 2),
     Stage("sweep", ("sweep.json",), ("benchmarks/bench_sweep.py", "--rows", "32", "--steps", "12", "--repeats", "2",
-                                       "--output", f"{OUT}/sweep.json"), None, 6, exclusive=True),
+                                       "--output", f"{OUT}/sweep.json"), None, 2, exclusive=True),
     Stage("ip_adapter", ("ip_adapter.json",),
           ("-m", "animegen_utils.evaluate.reference", "--n", "200", "--output", f"{OUT}/ip_adapter.json"), None, 4),
     Stage("reproduce", ("reproduce.json",), ("benchmarks/bench_reproduce.py", "--output", f"{OUT}/reproduce.json"),
-          None, 2),
+          None, 13),
 )
 
 #: Results of weights the kit no longer ships (version 1, earlier version-2 runs), quoted in the
@@ -122,6 +123,23 @@ TRAIN_STAGES: tuple[tuple[str, tuple[str, ...], float], ...] = (
     ("notebook-03 LoRA", ("-m", "papermill", "--cwd", "notebooks", "notebooks/03_lora_training.ipynb",
                           "outputs/03_lora_training.ipynb"), 4),
 )
+
+
+#: What one whole run took and how its numbers held (written into the fresh folder after the drift
+#: table; the committed copy is the run the README quotes, so no stage re-makes it).
+RUN_RECORD = "reproduce_run.json"
+
+
+def run_record(report: dict) -> dict:
+    """The summary of a run's ``drift.json``: minutes, per-stage minutes, verdict counts."""
+    rows = report["rows"]
+    return {"quick": report["quick"], "lanes": report["lanes"], "minutes": report["wall_seconds"] / 60,
+            "stage_minutes": {k: v / 60 for k, v in report["stage_seconds"].items()},
+            "failed_stages": report["failed_stages"], "numbers": len(rows),
+            "judged": sum(r["ok"] is not None for r in rows), "within": sum(r["ok"] is True for r in rows),
+            "drifted": [f"{r['file']} {r['pointer']}" for r in rows if r["ok"] is False],
+            "reported_only": sum(r["ok"] is None and r["fresh"] is not None for r in rows),
+            "not_remade": sum(r["fresh"] is None for r in rows)}
 
 
 def published_files() -> set[str]:
@@ -227,9 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.time() - started
     rows = drift(args.fresh, quick=args.quick)
     print(drift_table(rows))
-    (args.fresh / "drift.json").write_text(json.dumps({"quick": args.quick, "lanes": args.lanes,
-                                                       "wall_seconds": wall, "stage_seconds": seconds,
-                                                       "failed_stages": failed, "rows": rows}, indent=2) + "\n")
+    report = {"quick": args.quick, "lanes": args.lanes, "wall_seconds": wall, "stage_seconds": seconds,
+              "failed_stages": failed, "rows": rows}
+    (args.fresh / "drift.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_results(args.fresh / RUN_RECORD, run_record(report))
     print(f"{len(stages)} stages in {wall / 60:.1f} minutes ({sum(seconds.values()) / 60:.1f} stage-minutes); "
           f"drift table in {args.fresh / 'drift.json'}")
     if failed:

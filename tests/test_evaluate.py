@@ -86,3 +86,18 @@ def test_evaluation_command_on_the_builtin_model(tmp_path):
 def test_random_weights_fail_the_floor(dummy_pipe):
     report = evaluate_model(dummy_pipe, n=15, steps=4, diversity_prompts=1, diversity_seeds=2)
     assert report["emotion_accuracy"] < 0.6 or report["style_accuracy"] < 0.6
+
+
+def test_evaluation_command_keeps_its_images_in_out_dir_and_resumes(tmp_path, capsys):
+    from animegen_utils.sweep import load_results
+
+    argv = ["--model", "tiny", "--n", "4", "--steps", "2", "--batch-size", "2", "--diversity-prompts", "1",
+            "--diversity-seeds", "2", "--out-dir", str(tmp_path / "eval")]
+    first = evaluate_main(argv)
+    table = load_results(tmp_path / "eval")
+    assert table.num_rows == 4 and (tmp_path / "eval" / "results.parquet").is_file()
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "eval" / "images").iterdir()}
+    again = evaluate_main(argv)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "eval" / "images").iterdir()} == mtimes  # nothing redrawn
+    assert {k: v for k, v in again.items() if k.endswith("_accuracy")} == \
+        {k: v for k, v in first.items() if k.endswith("_accuracy")}

@@ -33,6 +33,10 @@ SMALL_RUNS = {
         n=4, timing_repeats=1, cache_repeats=1, map_steps={"pndm": [12], "dpm++": [4], "lcm": [2, 4]},
         compare_seeds=[0, 1], outputs_dir="{tmp}/outputs",
     ),
+    "07_consistent_characters.ipynb": dict(
+        seeds_per_emotion=1, steps=3, sweep_scales=[0.0, 1.0], sweep_seeds_per_emotion=1, train_steps=3,
+        train_per_emotion=2, outputs_dir="{tmp}/outputs",
+    ),
 }
 
 

@@ -139,7 +139,7 @@ def _reproduce_module():
 def test_every_published_results_file_is_re_made_by_a_reproduce_stage():
     reproduce = _reproduce_module()
     made = {f for stage in reproduce.STAGES for f in stage.files}
-    missing = sorted(reproduce.published_files() - made - set(reproduce.HISTORICAL))
+    missing = sorted(reproduce.published_files() - made - set(reproduce.HISTORICAL) - {reproduce.RUN_RECORD})
     assert missing == [], f"published numbers come from files no reproduce stage re-makes: {missing}"
     for stage in reproduce.STAGES:
         command = stage.full + (stage.quick or ())

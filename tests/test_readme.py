@@ -41,6 +41,11 @@ SMALL_01 = "-p steps 4 -p guidance_samples 2 -y '{sweep_seeds: [0, 1], guidance_
 CHEAP_VARIANTS: dict[str, str | None] = {
     # CI itself runs `make test` (.ci/run); running it here would run this test inside itself.
     "make test": None,
+    # `make test` runs the quick reproduce (tests/test_reproduce_quick.py); the full one takes
+    # most of an hour and reproduce-train hours: neither belongs in CI.
+    "make reproduce": None,
+    "make reproduce REPRODUCE=quick": None,
+    "make reproduce-train": None,
     # Notebook 01 with fewer steps and samples: the same cells, files and folders, a tenth of the time.
     "make demo": f"make demo NOTEBOOKS=notebooks/01_baseline_inference.ipynb PAPERMILL_ARGS=\"{SMALL_01}\"",
     "papermill --cwd notebooks notebooks/01_baseline_inference.ipynb outputs/01_baseline_inference.ipynb -p model tiny":

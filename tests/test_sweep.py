@@ -212,3 +212,111 @@ def test_clip_score_is_the_cosine_of_the_image_and_its_prompt(clip_dir, tmp_path
         assert r["clip_score"] == pytest.approx(expected, abs=1e-3)
     with pytest.raises(SweepSpecError, match="scorer 'clip' needs clip_model"):
         load_spec({**spec, "clip_model": None})
+
+
+# --- Explicit rows, and the evaluation's grid through the sweep (issue 25) ---------------------------------
+
+ROWS = [{"emotion": "happy", "style": "casual", "seed": 5}, {"emotion": "sad", "style": "formal", "seed": 9}]
+
+
+def test_rows_expand_to_one_row_each_with_ids_hashed_from_their_parameters():
+    from animegen_utils.sweep import row_id
+
+    rows = expand({"rows": ROWS, "fixed": {"steps": 2}, "batch_size": 2})
+    resolved = [{"model": "tiny", "scheduler": "dpm++", "task": "txt2img", "steps": 2, "guidance": 7.5, **r}
+                for r in ROWS]
+    assert [r.params for r in rows] == resolved
+    assert [r.id for r in rows] == [row_id(p) for p in resolved]
+    assert len({r.batch for r in rows}) == 1  # one setting, batch of 2
+    # A row is the same image as the axes' combination with the same parameters.
+    as_axes = expand({"axes": {"emotion": ["happy"], "style": ["casual"], "seed": [5]}, "fixed": {"steps": 2}})
+    assert as_axes[0].id == rows[0].id
+    # Crossed with axes: every row for every axis value, the axes slowest.
+    crossed = expand({"rows": ROWS, "axes": {"steps": [2, 3]}, "batch_size": 8})
+    assert [(r.params["steps"], r.params["seed"]) for r in crossed] == [(2, 5), (2, 9), (3, 5), (3, 9)]
+    assert crossed[0].id == rows[0].id and crossed[1].id == rows[1].id
+    assert len({r.batch for r in crossed}) == 2  # a batch per steps value
+    assert load_spec(load_spec({"rows": ROWS})).rows == ROWS  # a SweepSpec reads back as itself
+
+
+@pytest.mark.parametrize("spec, words", [
+    ({"rows": [{"emotion": "happy", "style": "casual", "sed": 1}]},
+     ["Unknown sweep parameter 'sed' in rows[0]", "Valid choices:", "seed"]),
+    ({"rows": [*ROWS, {"emotion": "joyful", "style": "casual"}]},
+     ["rows[2]: emotion='joyful'", "happy, angry, sad, surprised, neutral"]),
+    ({"rows": [{"prompt": "1girl", "seed": -3}]}, ["rows[0]: seed=-3", "[0, 4294967296)"]),
+    ({"rows": [{"prompt": "1girl", "steps": 0}]}, ["rows[0]: steps=0", "an integer >= 1"]),
+    ({"rows": []}, ["rows is empty"]),
+    ({"rows": [{}]}, ["rows[0] must be a non-empty dict"]),
+    ({"rows": {"prompt": "1girl"}}, ["rows must be a list of parameter dicts"]),
+    ({"rows": [ROWS[0], dict(ROWS[0])]}, ["rows[1] repeats rows[0]"]),
+    ({"rows": ROWS, "axes": {"seed": [0, 1]}}, ["rows[0]: seed given both in a row and as an axis or fixed"]),
+    ({"rows": [{"prompt": "1girl"}, {"prompt": "1girl", "steps": 20}]}, ["manifest rows 0 and 1 are the same image"]),
+    ({"rows": [{"emotion": "happy", "style": "casual", "hair_color": "pink"}]}, ["needs both hair_color and eye_color"]),
+    ({"rows": [{"emotion": "happy"}]}, ["needs a prompt"]),
+])
+def test_a_bad_row_is_refused_before_anything_is_drawn(tmp_path, spec, words):
+    out = tmp_path / "out"
+    with pytest.raises(SweepSpecError) as err:
+        run(spec, out, progress=False)
+    for w in words:
+        assert w in str(err.value)
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe():
+    from animegen_utils import load_pipeline
+
+    return load_pipeline("tiny")
+
+
+def test_evaluate_through_the_sweep_is_plain_generate_and_the_probe(tiny_pipe, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from animegen_utils import generate
+    from animegen_utils.evaluate import (EVAL_SEED_BASE, ProbeScorer, evaluate_model, prompt_for,
+                                         random_requests)
+    from animegen_utils.fast.frontier import SamplerPoint, measure_adherence
+
+    n, steps, batch = 5, 2, 2  # batches of 2, 2, 1: the last one is smaller, as in generate
+    requests = random_requests(n, seed=3)
+    gens = generate(tiny_pipe, [prompt_for(r) for r in requests], seed=EVAL_SEED_BASE + 3 * n, steps=steps,
+                    guidance=7.5, batch_size=batch, progress=False)
+    expected = ProbeScorer().accuracy([g.image for g in gens], requests)
+
+    out = tmp_path / "eval"
+    report = evaluate_model(tiny_pipe, n=n, seed=3, steps=steps, batch_size=batch, diversity_prompts=1,
+                            diversity_seeds=2, out_dir=out)
+    got = {k.replace("_accuracy", ""): v for k, v in report.items() if k.endswith("_accuracy")}
+    assert got == {"emotion": expected["emotion"], "style": expected["style"], "hair": expected["hair_color"],
+                   "eye": expected["eye_color"], "hairstyle": expected["hairstyle"],
+                   "accessory": expected["accessory"]}
+    assert (report["width"], report["height"]) == gens[0].image.size
+    table = load_results(out).to_pylist()
+    assert [r["seed"] for r in table] == [EVAL_SEED_BASE + 3 * n + i for i in range(n)]
+    assert [{k: r[k] for k in requests[0]} for r in table] == requests
+    for r, g in zip(table, gens):  # the same pixels, not just the same scores
+        with Image.open(out / r["file"]) as im:
+            assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(g.image))
+    # The steps-vs-adherence map measures through the same function: the same numbers.
+    assert measure_adherence(SamplerPoint("dpm++", steps, 7.5), n=n, seed=3, batch_size=batch,
+                             pipe=tiny_pipe) == expected
+
+
+def test_evaluation_resumes_on_its_folder_and_refuses_other_batches(tiny_pipe, tmp_path):
+    from animegen_utils.evaluate import score_requests
+
+    out = tmp_path / "eval"
+    first = score_requests(tiny_pipe, n=3, steps=2, batch_size=2, out_dir=out)
+    assert (first.drawn, first.total) == (3, 3)
+    pngs = {p.name: p.read_bytes() for p in (out / "images").iterdir()}
+    again = score_requests(tiny_pipe, n=3, steps=2, batch_size=2, out_dir=out)
+    assert again.drawn == 0 and again.accuracy == first.accuracy
+    assert again.seconds_per_image == first.seconds_per_image  # read from the table, not timed again
+    assert {p.name: p.read_bytes() for p in (out / "images").iterdir()} == pngs
+    # n=4 would batch request 2 with request 3; the folder drew it alone: refused, nothing drawn.
+    with pytest.raises(SweepFolderError, match="drawn in other batches"):
+        score_requests(tiny_pipe, n=4, steps=2, batch_size=2, out_dir=out)
+    assert len(list((out / "images").iterdir())) == 3

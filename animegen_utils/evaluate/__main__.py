@@ -4,6 +4,10 @@
     python -m animegen_utils.evaluate --model /content/anything-v5.safetensors --config /content/sd15 \
         --scorer clip --clip-model /content/clip-vit-base-patch32 --height 512 --width 512
 
+``--out-dir DIR`` keeps the requests' images as a sweep folder (PNGs with their parameters and
+``results.parquet``, ``animegen_utils.sweep``): a rerun with the same settings draws nothing it
+holds and scores it again (with ``--scorer clip`` too). Without it they go to a temporary folder.
+
 ``--scorer auto`` (the default) reads the built-in model's images with its attribute probe
 and any other model's with CLIP: the probe knows the toy world's drawings only. A model
 trained on the toy world from a folder takes the probe of its picture size:
@@ -55,6 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--diversity-prompts", type=int, default=5)
     parser.add_argument("--diversity-seeds", type=int, default=4)
     parser.add_argument("--output", type=Path, default=None, help="write the report as JSON here")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="keep the requests' images here (a sweep folder: resumable); default: a temporary one")
     args = parser.parse_args(argv)
     kind = args.scorer if args.scorer != "auto" else ("probe" if args.model in BUILTIN_MODELS else "clip")
     if kind == "probe":
@@ -65,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = evaluate_model(pipe, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
                             scorer=scorer, batch_size=args.batch_size, diversity_prompts=args.diversity_prompts,
                             diversity_seeds=args.diversity_seeds, height=args.height, width=args.width,
-                            progress=True)
+                            progress=True, out_dir=args.out_dir)
     print(f"model={report['model']} scheduler={report['scheduler']} steps={args.steps} "
           f"guidance={args.guidance} n={args.n} size={report['width']}x{report['height']} scorer={report['scorer']}")
     print(format_table(report))

@@ -7,7 +7,8 @@
 >>> front = pareto_front(points, speed, acc)
 
 Adherence uses the evaluation's random requests and its seeds (``EVAL_SEED_BASE`` on: never used
-by the base model's or the LCM-LoRA's training). Timing draws the points round-robin, so every
+by the base model's or the LCM-LoRA's training), through the evaluation's own code path
+(``evaluate.score_requests``: a sweep of the requests, kept in ``out_dir`` when given). Timing draws the points round-robin, so every
 point sees the same machine load, and reports the median.
 """
 
@@ -16,9 +17,10 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
-from ..evaluate import EVAL_SEED_BASE, ProbeScorer, prompt_for, random_requests
+from ..evaluate import EVAL_SEED_BASE, ProbeScorer, prompt_for, random_requests, score_requests
 from ..generation import generate
 from ..pipelines import load_pipeline
 
@@ -53,14 +55,17 @@ def pipeline_for(point: SamplerPoint, model: str = "tiny", **kwargs):
 
 def measure_adherence(point: SamplerPoint, n: int = 200, seed: int = 0, model: str = "tiny",
                       scorer: ProbeScorer | None = None, batch_size: int = 16, pipe=None,
-                      progress: bool = False) -> dict[str, float]:
-    """Probe accuracy per attribute on ``n`` random requests (the evaluation's requests and seeds)."""
+                      progress: bool = False, out_dir: str | Path | None = None) -> dict[str, float]:
+    """Probe accuracy per attribute on ``n`` random requests: ``evaluate_model``'s requests, seeds and
+    code path (``score_requests``), so a point's numbers are the evaluation's at its steps and guidance.
+
+    ``out_dir``: keep the point's images there (a sweep folder; a rerun draws nothing it holds).
+
+    >>> measure_adherence(SamplerPoint("dpm++", 8, 7.5), n=16)["emotion"]
+    """
     pipe = pipe or pipeline_for(point, model)
-    scorer = scorer or ProbeScorer()
-    requests = random_requests(n, seed)
-    gens = generate(pipe, [prompt_for(r) for r in requests], seed=EVAL_SEED_BASE + seed * n,
-                    steps=point.steps, guidance=point.guidance, batch_size=batch_size, progress=progress)
-    return scorer.accuracy([g.image for g in gens], requests)
+    return score_requests(pipe, n, seed, steps=point.steps, guidance=point.guidance, scorer=scorer,
+                          batch_size=batch_size, out_dir=out_dir, progress=progress).accuracy
 
 
 def measure_speed(points: Sequence[SamplerPoint], repeats: int = 10, model: str = "tiny", seed: int = 7,

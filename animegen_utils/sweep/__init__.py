@@ -9,8 +9,9 @@
 >>> run("sweep.yaml", "outputs/sweep")          # draws and scores only the rows not done yet
 >>> load_results("outputs/sweep").to_pylist()[0]["probe_emotion_ok"]
 
-The spec (``spec.py``) names axes and fixed values of any ``load_pipeline``/``generate``
-parameter and the scorers; ``manifest.py`` expands it into rows and fixed batches; ``worker.py``
+The spec (``spec.py``) names axes (a product of values), explicit rows (a list of parameter
+dicts, crossed with any axes: ``examples/requests_rows.yaml``) and fixed values of any
+``load_pipeline``/``generate`` parameter, and the scorers; ``manifest.py`` expands it into rows and fixed batches; ``worker.py``
 draws and scores a batch; ``store.py`` owns the folder (PNGs, Parquet parts, the lock);
 ``engines.py`` runs the batches on one process, accelerate ranks or Ray actors.
 """

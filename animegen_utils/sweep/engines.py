@@ -135,13 +135,14 @@ def _prepared(out: Path, spec: SweepSpec, rows: list[Row]) -> Plan:
 
 
 def run(spec: SweepSpec | dict | str | Path, out_dir: str | Path, engine: str = "auto", address: str | None = None,
-        workers: int | None = None, progress: bool = True) -> RunSummary:
+        workers: int | None = None, progress: bool = True, pipe: Any = None) -> RunSummary:
     """Draw and score every row of ``spec`` not yet done in ``out_dir``; write ``results.parquet``.
 
     ``engine``: ``"auto"`` (accelerate under ``accelerate launch``, else one process), ``"local"``,
     ``"accelerate"`` or ``"ray"`` (``address`` of a cluster, else a local one with ``workers`` actors).
     The spec is checked and expanded before anything is drawn; a folder another run holds raises
-    ``SweepLockedError``.
+    ``SweepLockedError``. ``pipe`` (one process only): draw every row with this loaded pipeline,
+    whose name and scheduler the spec's ``model``/``scheduler`` should give (``evaluate_model``).
     """
     if engine not in ENGINES:
         raise ValueError(f"Unknown engine {engine!r}. Valid choices: {', '.join(ENGINES)}.")
@@ -152,9 +153,11 @@ def run(spec: SweepSpec | dict | str | Path, out_dir: str | Path, engine: str = 
     out = Path(out_dir)
     if engine == "auto":
         engine = "accelerate" if launched_by_accelerate() else "local"
+    if pipe is not None and engine != "local":
+        raise ValueError(f"pipe= draws on this process only (engine='local'); got engine={engine!r}")
     started = time.perf_counter()
     if engine == "local":
-        summary = _run_local(spec, rows, out, progress)
+        summary = _run_local(spec, rows, out, progress, pipe)
     elif engine == "accelerate":
         summary = _run_accelerate(spec, rows, out, progress)
     else:
@@ -163,7 +166,7 @@ def run(spec: SweepSpec | dict | str | Path, out_dir: str | Path, engine: str = 
     return summary
 
 
-def _run_local(spec: SweepSpec, rows: list[Row], out: Path, progress: bool) -> RunSummary:
+def _run_local(spec: SweepSpec, rows: list[Row], out: Path, progress: bool, pipe: Any = None) -> RunSummary:
     import torch
 
     threads = torch.get_num_threads()
@@ -171,7 +174,7 @@ def _run_local(spec: SweepSpec, rows: list[Row], out: Path, progress: bool) -> R
         p = _prepared(out, spec, rows)
         bar = Progress(p, ["local"], progress)
         try:
-            drawer = Drawer(spec)
+            drawer = Drawer(spec, pipe=pipe)
             for b in p.pending:
                 n = write_batch(out, b, drawer.draw(b), p.to_write[b.id], spec)
                 bar.advance(0, n)

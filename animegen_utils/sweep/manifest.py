@@ -1,5 +1,8 @@
 """The manifest: one row per image, each with an id hashed from its parameters, cut into fixed batches.
 
+A spec's ``axes`` give the product of their values; its explicit ``rows`` (a list of parameter
+dicts) are crossed with that product, innermost, or stand alone when there are no axes.
+
 >>> rows = expand({"axes": {"emotion": ["happy", "sad"], "style": ["casual"], "seed": [0, 1]},
 ...                "fixed": {"steps": 2}, "batch_size": 2})
 >>> [(r.params["emotion"], r.params["seed"]) for r in rows]
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..pipelines import TINY
-from .spec import PER_IMAGE, SweepSpec, default_steps_guidance, load_spec
+from .spec import PER_IMAGE, SweepSpec, SweepSpecError, default_steps_guidance, load_spec
 
 ID_CHARS = 16  # 64 bits of SHA-256: no collision in any sweep a machine can draw
 
@@ -70,13 +73,26 @@ def _resolved(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def expand(spec: SweepSpec | dict | str) -> list[Row]:
-    """The manifest of a spec: every combination of the axes, first axis slowest, with batch ids set."""
+    """The manifest of a spec: every combination of the axes (first axis slowest), each crossed with
+    every explicit row (innermost, in the spec's order), with batch ids set.
+
+    >>> [r.params["seed"] for r in expand({"rows": [{"prompt": "1girl", "seed": 7}, {"prompt": "1girl", "seed": 3}],
+    ...                                    "axes": {"steps": [2, 4]}})]
+    [7, 3, 7, 3]
+    """
     spec = load_spec(spec)
     names = list(spec.axes)
-    rows = []
-    for position, combo in enumerate(itertools.product(*(spec.axes[n] for n in names))):
-        params = _resolved({**spec.fixed, **dict(zip(names, combo))})
-        rows.append(Row(id=row_id(params), position=position, params=params))
+    rows: list[Row] = []
+    seen: dict[str, int] = {}
+    for combo in itertools.product(*(spec.axes[n] for n in names)):
+        for extra in spec.rows or [{}]:
+            params = _resolved({**spec.fixed, **dict(zip(names, combo)), **extra})
+            rid = row_id(params)
+            if rid in seen:  # e.g. a row giving steps: 20 and one leaving it to the default 20
+                raise SweepSpecError(f"manifest rows {seen[rid]} and {len(rows)} are the same image ({params}); "
+                                     "every row must be a different image")
+            seen[rid] = len(rows)
+            rows.append(Row(id=rid, position=len(rows), params=params))
     return plan_batches(rows, spec.batch_size)
 
 

@@ -1,4 +1,4 @@
-"""Sweep specs: which parameters vary (axes), which stay fixed, and what scores each image.
+"""Sweep specs: which parameters vary (axes or explicit rows), which stay fixed, and what scores each image.
 
 A spec is a dict, a ``SweepSpec`` or a small YAML/TOML file::
 
@@ -16,7 +16,21 @@ A spec is a dict, a ``SweepSpec`` or a small YAML/TOML file::
 >>> spec.axes["seed"]
 [0, 1, 2, 3]
 
-Every value of every axis is checked here, before any pipeline is loaded or any image is
+Grids that are not a product of axes (the evaluation's random requests, each with its own
+seed) list their images as ``rows``: one dict of parameters per image, each value checked
+like an axis value. Rows are crossed with any axes (every row for every combination of the
+axes, the axes slowest) or stand alone::
+
+    rows:
+      - {emotion: happy, style: casual, hair_color: pink, eye_color: blue, seed: 1000000}
+      - {emotion: sad, style: formal, hair_color: black, eye_color: red, seed: 1000001}
+    axes: {steps: [8, 20]}            # optional
+    fixed: {model: tiny}
+
+>>> len(load_spec({"rows": [{"prompt": "1girl", "seed": 0}, {"prompt": "1girl", "seed": 1}]}).rows)
+2
+
+Every value of every axis and row is checked here, before any pipeline is loaded or any image is
 drawn: an unknown parameter, a value outside its range, an empty axis or an unknown scorer
 is a ``SweepSpecError`` naming what is accepted.
 """
@@ -38,7 +52,7 @@ MAX_SEED = 2**32
 SCORERS: tuple[str, ...] = ("probe", "clip")
 #: Tasks a sweep can draw: img2img rows need ``image`` (a file) and take ``strength``.
 SWEEP_TASKS: tuple[str, ...] = ("txt2img", "img2img")
-SPEC_KEYS: tuple[str, ...] = ("name", "axes", "fixed", "scorers", "batch_size", "threads", "clip_model")
+SPEC_KEYS: tuple[str, ...] = ("name", "axes", "rows", "fixed", "scorers", "batch_size", "threads", "clip_model")
 
 
 class SweepSpecError(ValueError):
@@ -135,19 +149,21 @@ FIXED_ONLY: tuple[str, ...] = ("lora_dirs",)
 
 @dataclass
 class SweepSpec:
-    """A sweep: the product of ``axes`` (first axis slowest), with ``fixed`` added to every row.
+    """A sweep: the product of ``axes`` (first axis slowest), crossed with the explicit ``rows``
+    (each a dict of parameters; innermost), with ``fixed`` added to every row.
 
     ``batch_size`` and ``threads`` decide the exact bytes of every image (float rounding depends
     on the batch shape and the thread count), so a folder keeps the ones it was started with.
     """
 
-    axes: dict[str, list[Any]]
+    axes: dict[str, list[Any]] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)
     scorers: list[str] = field(default_factory=list)
     batch_size: int = 8
     threads: int = 1
     name: str = "sweep"
     clip_model: str | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
     base_dir: str = "."  # relative image/lora_dirs paths are read from here (the spec file's folder)
 
     def settings(self) -> dict[str, Any]:
@@ -156,7 +172,11 @@ class SweepSpec:
                 "clip_model": self.clip_model}
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The spec as ``load_spec`` reads it (``rows`` left out when there are none)."""
+        data = asdict(self)
+        if not data["rows"]:
+            del data["rows"]
+        return data
 
 
 def _fail(message: str) -> None:
@@ -216,8 +236,10 @@ def load_spec(source: SweepSpec | Mapping[str, Any] | str | Path) -> SweepSpec:
         _fail(f"Unknown sweep spec key(s) {', '.join(sorted(map(str, unknown)))}. "
               f"Valid choices: {', '.join(SPEC_KEYS)}.")
     axes_raw, fixed = data.get("axes") or {}, dict(data.get("fixed") or {})
-    if not isinstance(axes_raw, Mapping) or not axes_raw:
-        _fail("A sweep needs axes: a mapping of parameter -> list of values, e.g. axes: {seed: [0, 1, 2]}")
+    rows_raw = data.get("rows")
+    if not isinstance(axes_raw, Mapping) or (not axes_raw and rows_raw is None):
+        _fail("A sweep needs axes: a mapping of parameter -> list of values, e.g. axes: {seed: [0, 1, 2]}, "
+              "or rows: a list of parameter dicts, e.g. rows: [{prompt: 1girl, seed: 0}]")
     _check_names(axes_raw, "axes")
     _check_names(fixed, "fixed")
     both = set(axes_raw) & set(fixed)
@@ -226,6 +248,7 @@ def load_spec(source: SweepSpec | Mapping[str, Any] | str | Path) -> SweepSpec:
     for name in FIXED_ONLY:
         if name in axes_raw:
             _fail(f"{name} is a folder, not a value to sweep: put it in fixed")
+    rows = _rows(rows_raw, set(axes_raw), set(fixed)) if rows_raw is not None else []
     axes = {}
     for name, raw in axes_raw.items():
         values = [_checked(name, v, f"axis {name!r}") for v in _axis_values(name, raw)]
@@ -237,10 +260,38 @@ def load_spec(source: SweepSpec | Mapping[str, Any] | str | Path) -> SweepSpec:
     spec = SweepSpec(axes=axes, fixed=fixed, scorers=list(data.get("scorers") or []),
                      batch_size=data.get("batch_size", 8), threads=data.get("threads", 1),
                      name=str(data.get("name", "sweep")), clip_model=data.get("clip_model"),
-                     base_dir=str(data.get("base_dir", base_dir)))
+                     rows=rows, base_dir=str(data.get("base_dir", base_dir)))
     _check_run_settings(spec)
     _check_combinations(spec)
     return spec
+
+
+def _rows(raw: Any, axes: set[str], fixed: set[str]) -> list[dict[str, Any]]:
+    """Check the explicit rows: each a non-empty dict of parameters, each value checked like an axis value."""
+    if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, (list, tuple)):
+        _fail(f"rows must be a list of parameter dicts, e.g. rows: [{{prompt: 1girl, seed: 0}}]; got {raw!r}")
+    if not raw:
+        _fail(f"rows is empty: give at least one row (a dict of parameters: {', '.join(PARAMS)}), or leave rows out")
+    rows = []
+    for i, row in enumerate(raw):
+        where = f"rows[{i}]"
+        if not isinstance(row, Mapping) or not row:
+            _fail(f"{where} must be a non-empty dict of parameters, e.g. {{prompt: 1girl, seed: 0}}; got {row!r}")
+        _check_names(row, where)
+        twice = sorted(set(row) & (axes | fixed))
+        if twice:
+            _fail(f"{where}: {', '.join(twice)} given both in a row and as an axis or fixed; give each parameter once")
+        for name in FIXED_ONLY:
+            if name in row:
+                _fail(f"{where}: {name} is a folder, not a value to sweep: put it in fixed")
+        rows.append({name: _checked(name, v, where) for name, v in row.items()})
+    seen: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        key = json.dumps(row, sort_keys=True)
+        if key in seen:
+            _fail(f"rows[{i}] repeats rows[{seen[key]}] ({key}): every row must be a different image")
+        seen[key] = i
+    return rows
 
 
 def _read_file(path: Path) -> Any:
@@ -273,11 +324,17 @@ def _check_run_settings(spec: SweepSpec) -> None:
         _fail("scorer 'clip' needs clip_model: a CLIP model id or folder, e.g. openai/clip-vit-base-patch32")
 
 
-def values(spec: SweepSpec, name: str) -> list[Any]:
-    """Every value ``name`` takes in the sweep (``[None]`` when the spec leaves it out)."""
+def values(spec: SweepSpec, name: str, rows: list[dict[str, Any]] | None = None) -> list[Any]:
+    """Every value ``name`` takes in the sweep (``[None]`` when the spec leaves it out).
+
+    ``rows``: only these of the spec's explicit rows (default: all of them).
+    """
     if name in spec.axes:
         return spec.axes[name]
-    return [spec.fixed[name]] if name in spec.fixed else [None]
+    if name in spec.fixed:
+        return [spec.fixed[name]]
+    found = [r[name] for r in (spec.rows if rows is None else rows) if name in r]
+    return list(dict.fromkeys(found)) or [None]
 
 
 def default_steps_guidance(scheduler: str) -> tuple[int, float]:
@@ -286,7 +343,15 @@ def default_steps_guidance(scheduler: str) -> tuple[int, float]:
 
 
 def _check_combinations(spec: SweepSpec) -> None:
-    given = set(spec.axes) | set(spec.fixed)
+    """Check each kind of row (rows naming the same parameters are checked together)."""
+    kinds: dict[frozenset, list[dict[str, Any]]] = {}
+    for r in spec.rows:
+        kinds.setdefault(frozenset(r), []).append(r)
+    for names, rows in (kinds.items() or [(frozenset(), [])]):
+        _check_given(spec, set(spec.axes) | set(spec.fixed) | set(names), lambda n: values(spec, n, rows))
+
+
+def _check_given(spec: SweepSpec, given: set[str], values: Callable[[str], list[Any]]) -> None:
     words = {"emotion", "style"} & given
     if "prompt" in given and words:
         _fail(f"give either prompt (free text) or emotion and style (the kit's prompt), not both; got prompt and "
@@ -298,7 +363,7 @@ def _check_combinations(spec: SweepSpec) -> None:
         _fail(f"{', '.join(sorted(identity))} build the kit's prompt; with prompt, write them into the text")
     if identity and not {"hair_color", "eye_color"} <= identity:
         _fail("a character needs both hair_color and eye_color (hairstyle and accessory are optional)")
-    task = set(values(spec, "task"))
+    task = set(values("task"))
     if task & {"img2img"} and "image" not in given:
         _fail("task img2img needs image: the picture to redraw")
     if "img2img" not in task and ({"image", "strength"} & given):
@@ -308,13 +373,13 @@ def _check_combinations(spec: SweepSpec) -> None:
     if "lora" in given:
         from ..lora_tags import find_lora
 
-        for name in values(spec, "lora"):
+        for name in values("lora"):
             find_lora(name, _resolve(spec, spec.fixed.get("lora_dirs")))  # names the folders it looked in
     if "image" in given:
-        for img in values(spec, "image"):
+        for img in values("image"):
             if not Path(_resolve(spec, img)).is_file():
                 _fail(f"image file not found: {img!r} (relative paths are read from {spec.base_dir})")
-    if "lcm_lora" in given and set(values(spec, "scheduler")) != {"lcm"}:
+    if "lcm_lora" in given and set(values("scheduler")) != {"lcm"}:
         _fail("lcm_lora is for scheduler lcm only; make scheduler fixed at lcm or drop lcm_lora")
 
 

@@ -120,7 +120,8 @@ def schema(spec: SweepSpec) -> pa.Schema:
     """The results table's columns: ids and order, every parameter the spec names, the scores, timing."""
     fields = [pa.field("id", pa.string()), pa.field("position", pa.int64()), pa.field("batch", pa.string()),
               pa.field("file", pa.string()), pa.field("prompt_text", pa.string())]
-    given = {"model", "scheduler", "task", "seed", "steps", "guidance", *spec.axes, *spec.fixed}
+    given = {"model", "scheduler", "task", "seed", "steps", "guidance", *spec.axes, *spec.fixed,
+             *(name for row in spec.rows for name in row)}
     if "lora" in given:
         given.add("lora_scale")
     fields += [pa.field(n, getattr(pa, p.arrow)()) for n, p in PARAMS.items() if n in given]
@@ -163,6 +164,14 @@ def done_rows(out_dir: str | Path) -> set[str]:
     if not done_parts(out_dir):
         return set()
     return set(_read_parts(folder, columns=["id"]).column("id").to_pylist())
+
+
+def drawn_batches(out_dir: str | Path) -> dict[str, str]:
+    """Row id -> the batch it was drawn in, for every row in the table (``{}`` for a new folder)."""
+    if not done_parts(out_dir):
+        return {}
+    table = _read_parts(Path(out_dir) / TABLE_DIR, columns=["id", "batch"])
+    return dict(zip(table.column("id").to_pylist(), table.column("batch").to_pylist()))
 
 
 def _read_parts(folder: Path, columns: list[str] | None = None) -> pa.Table:

@@ -59,11 +59,15 @@ class Drawer:
     """Holds one process's pipelines (one per pipeline setting, weights shared) and scorers.
 
     ``threads`` is set for the whole process: PNG bytes depend on the thread count, so every
-    engine runs every worker at the spec's ``threads``.
+    engine runs every worker at the spec's ``threads``. ``pipe``: draw every row with this
+    already-loaded pipeline instead (``evaluate_model``'s); the rows' ``model`` and ``scheduler``
+    then only name it, in the ids and the table.
     """
 
-    def __init__(self, spec: SweepSpec, device: str | torch.device = "auto", worker: str | None = None) -> None:
+    def __init__(self, spec: SweepSpec, device: str | torch.device = "auto", worker: str | None = None,
+                 pipe: Any = None) -> None:
         self.spec = spec
+        self.pipe = pipe
         self.device = device
         self.worker = worker or socket.gethostname()
         torch.set_num_threads(spec.threads)
@@ -78,6 +82,9 @@ class Drawer:
             self._clip = ClipScore(spec.clip_model, device="cpu")
 
     def pipeline(self, params: dict[str, Any]):
+        """The pipeline a row is drawn with (loaded once per pipeline setting)."""
+        if self.pipe is not None:
+            return self.pipe
         key = tuple(params.get(k) for k in PIPELINE_KEYS)
         if key not in self._pipes:
             kwargs = {k: v for k, v in zip(PIPELINE_KEYS, key) if v is not None}
