@@ -26,8 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -194,9 +196,36 @@ def run_stages(stages: list[Stage], fresh: Path, quick: bool, lanes: int = 2) ->
             finished(stage, *run_stage(stage, fresh, quick))
     else:
         tqdm.write(f"== {', '.join(s.name for s in shared)}: {lanes} at a time, one thread each")
+        free = queue.SimpleQueue()
+        for position in range(1, lanes + 1):
+            free.put(position)
+
+        def in_lane(stage: Stage) -> tuple[bool, float]:
+            # The stage's own bars go to its log (two at once would garble one terminal line), so its
+            # lane shows a bar of elapsed against expected seconds (``minutes``, measured).
+            position, done = free.get(), threading.Event()
+            expected = max(1, round(stage.minutes * 60 / (4 if quick else 1)))
+            lane_bar = tqdm(total=expected, desc=f"  {stage.name}", unit="s", position=position, leave=False,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} s expected")
+            started = time.time()
+
+            def tick() -> None:
+                while not done.wait(1.0):
+                    lane_bar.n = min(expected, round(time.time() - started))
+                    lane_bar.refresh()
+
+            ticker = threading.Thread(target=tick, daemon=True)
+            ticker.start()
+            try:
+                return run_stage(stage, fresh, quick, True, False)
+            finally:
+                done.set()
+                ticker.join()
+                lane_bar.close()
+                free.put(position)
+
         with ThreadPoolExecutor(lanes) as pool:
-            jobs = {pool.submit(run_stage, s, fresh, quick, True, False): s
-                    for s in sorted(shared, key=lambda s: -s.minutes)}
+            jobs = {pool.submit(in_lane, s): s for s in sorted(shared, key=lambda s: -s.minutes)}
             for job in as_completed(jobs):
                 finished(jobs[job], *job.result())
     bar.close()
