@@ -38,9 +38,10 @@ demo: install
 NBVAL := notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
 ALT_CPU ?= ATEN_CPU_CAPABILITY=avx2 OMP_NUM_THREADS=1
 
-# The second lane also takes the long single-process tests (the README in a fresh copy, CI's quick
-# reproduce), so the two lanes take about as long as each other.
-ALT_TESTS := tests/test_readme.py tests/test_reproduce_quick.py
+# The second lane also takes some long tests (the README in a fresh copy, CI's quick reproduce,
+# the SD1.5-shaped LoRA and pipeline tests, the sweep engines), so the two lanes end together.
+ALT_TESTS := tests/test_readme.py tests/test_reproduce_quick.py tests/test_sd15_lora.py tests/test_sd15_pipelines.py \
+             tests/test_sweep_engines.py
 
 test: install
 	@scratch=$$(mktemp -d); \

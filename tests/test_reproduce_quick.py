@@ -1,7 +1,8 @@
 """CI's quick reproduce: a change that moves a published number beyond its tolerance fails here.
 
 ``benchmarks/reproduce.py --quick`` re-makes the stages that have a quick variant (the evaluation
-at guidance 7.5 on 60 requests, the inference and side-by-side speed ratios) into a scratch
+at guidance 7.5 on 60 requests, and the inference speed ratios, measured side by side in one
+process so that the other test lane running beside it moves both arms alike) into a scratch
 folder and compares every number they publish with the committed one, at the quick run's wider
 ratio tolerance and the proportions' binomial interval for the smaller n. ``make test`` runs this
 file in its second lane, beside the main one.
