@@ -173,6 +173,12 @@ def _run(name: str, command: list[str], logs: Path, env: dict[str, str] | None =
     return done.returncode == 0, time.time() - started
 
 
+def alone_and_shared(stages: list[Stage], lanes: int) -> tuple[list[Stage], list[Stage]]:
+    """The stages that run alone first (exclusive ones, when lanes share the machine) and the rest."""
+    alone = [s for s in stages if s.exclusive and lanes > 1]
+    return alone, [s for s in stages if s not in alone]
+
+
 def run_stages(stages: list[Stage], fresh: Path, quick: bool, lanes: int = 2) -> tuple[list[str], dict[str, float]]:
     """Every stage once: the exclusive ones alone, then the rest ``lanes`` at a time, one thread each,
     longest first. Returns the failed stages and each stage's seconds."""
@@ -187,8 +193,8 @@ def run_stages(stages: list[Stage], fresh: Path, quick: bool, lanes: int = 2) ->
         if not ok:
             failed.append(stage.name)
 
-    shared = [s for s in stages if not s.exclusive or lanes == 1]
-    for stage in (s for s in stages if s.exclusive and lanes > 1):
+    alone, shared = alone_and_shared(stages, lanes)
+    for stage in alone:
         tqdm.write(f"== {stage.name} (alone)")
         finished(stage, *run_stage(stage, fresh, quick))
     if lanes == 1:
@@ -266,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"training {name} failed; see {args.fresh / 'logs'}")
                 return 2
     args.fresh.mkdir(parents=True, exist_ok=True)
-    exclusive = sum(s.minutes for s in stages if s.exclusive and args.lanes > 1)
-    shared = sum(s.minutes for s in stages if not s.exclusive or args.lanes == 1) / args.lanes
-    print(f"{len(stages)} stages, about {(exclusive + shared) / (4 if args.quick else 1):.0f} minutes "
+    alone, shared = alone_and_shared(stages, args.lanes)
+    minutes = sum(s.minutes for s in alone) + sum(s.minutes for s in shared) / args.lanes
+    print(f"{len(stages)} stages, about {minutes / (4 if args.quick else 1):.0f} minutes "
           f"on a 2-core CPU; fresh results in {args.fresh}", flush=True)
     started = time.time()
     failed, seconds = run_stages(stages, args.fresh, args.quick, args.lanes)

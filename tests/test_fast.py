@@ -267,6 +267,24 @@ def test_frontier_bars_and_pareto_front():
     assert not meets_bars(acc[mid], reference=ref)  # hair 0.86 is more than 0.03 below 0.95
 
 
+def test_the_map_as_one_sweep_reads_the_numbers_measure_adherence_gives(tmp_path):
+    from animegen_utils.fast.frontier import SamplerPoint, adherence_from_table, map_spec, measure_adherence
+    from animegen_utils.sweep import load_results, run
+
+    points = [SamplerPoint("dpm++", 3, 7.5), SamplerPoint("lcm", 2, 1.0)]
+    run(map_spec(points, n=6, batch_size=4), tmp_path / "map", progress=False)
+    table = load_results(tmp_path / "map")
+    assert table.num_rows == 12 and set(table.column("scheduler").to_pylist()) == {"dpm++", "lcm"}
+    from_table = adherence_from_table(table)
+    assert list(from_table) == points
+    for p in points:
+        single = tmp_path / f"{p.scheduler}-{p.steps}"
+        assert measure_adherence(p, n=6, batch_size=4, out_dir=single) == from_table[p]
+        # the same batches, so the same bytes
+        drawn = {r["seed"]: r["png_sha256"] for r in load_results(single).to_pylist()}
+        assert drawn == {r["seed"]: r["png_sha256"] for r in table.to_pylist() if r["scheduler"] == p.scheduler}
+
+
 def test_lcm_timesteps_follow_the_adapters_skip_schedule(dummy_model_dir, tmp_path):
     """An adapter distilled on a 10-step skip schedule samples on that schedule's timesteps."""
     from animegen_utils.pipelines import lcm_skip_schedule

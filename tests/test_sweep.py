@@ -319,3 +319,19 @@ def test_evaluation_resumes_on_its_folder_and_refuses_other_batches(tiny_pipe, t
     with pytest.raises(SweepFolderError, match="drawn in other batches"):
         score_requests(tiny_pipe, n=4, steps=2, batch_size=2, out_dir=out)
     assert len(list((out / "images").iterdir())) == 3
+
+
+def test_accuracy_by_groups_in_manifest_order_and_skips_rows_without_a_reading():
+    import pyarrow as pa
+
+    from animegen_utils.sweep import accuracy_by
+
+    table = pa.table({"scheduler": ["lcm", "lcm", "dpm++", "lcm"], "steps": [4, 4, 20, 2],
+                      "probe_emotion_ok": [True, False, True, True],
+                      "probe_hair_color_ok": [True, None, False, None]})
+    groups = accuracy_by(table, ["scheduler", "steps"], attributes=("emotion", "hair_color"))
+    assert groups == [{"scheduler": "lcm", "steps": 4, "n": 2, "emotion": 0.5, "hair_color": 1.0},
+                      {"scheduler": "dpm++", "steps": 20, "n": 1, "emotion": 1.0, "hair_color": 0.0},
+                      {"scheduler": "lcm", "steps": 2, "n": 1, "emotion": 1.0, "hair_color": None}]
+    with pytest.raises(SweepFolderError, match="probe_style_ok.*scorers: \\[probe\\]"):
+        accuracy_by(table, ["scheduler"], attributes=("style",))

@@ -42,6 +42,13 @@ def random_requests(n: int, seed: int = 0) -> list[dict[str, str]]:
     return [{k: rng.choice(v) for k, v in ATTRIBUTES.items()} for _ in range(n)]
 
 
+def request_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``random_requests(n, seed)`` with their seeds, as sweep rows: request ``i`` draws with seed
+    ``EVAL_SEED_BASE + seed * n + i``."""
+    base = EVAL_SEED_BASE + seed * n
+    return [{**r, "seed": base + i} for i, r in enumerate(random_requests(n, seed))]
+
+
 def prompt_for(request: dict[str, str]):
     """The manual prompt that asks for exactly these attributes."""
     accessory = request.get("accessory", "none")
@@ -76,14 +83,11 @@ def request_spec(pipe, n: int = 200, seed: int = 0, steps: int = 20, guidance: f
     from ..pipelines import SCHEDULERS
 
     info = pipeline_info(pipe)
-    base = EVAL_SEED_BASE + seed * n
     fixed: dict[str, Any] = {"model": info.model, "steps": steps, "guidance": guidance}
     if info.scheduler in SCHEDULERS:  # pipelines built elsewhere name a class: the manifest's default then
         fixed["scheduler"] = info.scheduler
     fixed.update({k: v for k, v in (("height", height), ("width", width)) if v is not None})
-    return {"name": f"evaluate-n{n}-seed{seed}", "rows": [{**r, "seed": base + i} for i, r in
-                                                         enumerate(random_requests(n, seed))],
-            "fixed": fixed, "batch_size": batch_size, "threads": torch.get_num_threads()}
+    return {"name": f"evaluate-n{n}-seed{seed}", "rows": request_rows(n, seed), "fixed": fixed, "batch_size": batch_size, "threads": torch.get_num_threads()}
 
 
 def score_requests(pipe, n: int = 200, seed: int = 0, steps: int = 20, guidance: float = 7.5,
@@ -167,6 +171,6 @@ def evaluate_model(pipe, n: int = 200, seed: int = 0, steps: int = 20, guidance:
     return report
 
 
-__all__ = ["evaluate_model", "score_requests", "request_spec", "RequestScores", "random_requests", "prompt_for", "ProbeScorer", "ClipScorer", "AdherenceScorer",
+__all__ = ["evaluate_model", "score_requests", "request_spec", "request_rows", "RequestScores", "random_requests", "prompt_for", "ProbeScorer", "ClipScorer", "AdherenceScorer",
            "AttributeProbe", "load_probe", "train_probe", "probe_accuracy", "pairwise_pixel_distance",
            "tag_jaccard", "ATTRIBUTES", "REPORT_KEYS"]

@@ -5,6 +5,8 @@
 >>> acc = {p: measure_adherence(p, n=200) for p in points}         # batched; images depend only on seeds
 >>> speed = measure_speed(points, repeats=10)                       # batch 1, interleaved, one run
 >>> front = pareto_front(points, speed, acc)
+>>> run(map_spec(points, n=200), "outputs/map")                    # or every point as one sweep
+>>> acc = adherence_from_table(load_results("outputs/map"))        # the same numbers, from its table
 
 Adherence uses the evaluation's random requests and its seeds (``EVAL_SEED_BASE`` on: never used
 by the base model's or the LCM-LoRA's training), through the evaluation's own code path
@@ -18,9 +20,9 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from ..evaluate import EVAL_SEED_BASE, ProbeScorer, prompt_for, random_requests, score_requests
+from ..evaluate import EVAL_SEED_BASE, ProbeScorer, prompt_for, random_requests, request_rows, score_requests
 from ..generation import generate
 from ..pipelines import load_pipeline
 
@@ -66,6 +68,35 @@ def measure_adherence(point: SamplerPoint, n: int = 200, seed: int = 0, model: s
     pipe = pipe or pipeline_for(point, model)
     return score_requests(pipe, n, seed, steps=point.steps, guidance=point.guidance, scorer=scorer,
                           batch_size=batch_size, out_dir=out_dir, progress=progress).accuracy
+
+
+def map_spec(points: Sequence[SamplerPoint], n: int = 200, seed: int = 0, model: str = "tiny",
+             lcm_lora: str | None = None, batch_size: int = 16) -> dict[str, Any]:
+    """The sweep spec of the map's adherence: the evaluation's ``n`` requests and seeds
+    (``request_rows``) at every point, read by the probe. Each point's requests form the batches
+    ``measure_adherence`` draws, so a point's numbers are the same either way.
+
+    >>> run(map_spec(points, n=12), "outputs/06/map")
+    >>> adherence_from_table(load_results("outputs/06/map"))[SamplerPoint("lcm", 4, 1.0)]["emotion"]
+    """
+    import torch
+
+    def setting(p: SamplerPoint) -> dict[str, Any]:
+        extra = {"lcm_lora": lcm_lora} if lcm_lora is not None and p.scheduler == "lcm" else {}
+        return {"scheduler": p.scheduler, "steps": p.steps, "guidance": p.guidance, **extra}
+
+    rows = [{**r, **setting(p)} for p in points for r in request_rows(n, seed)]
+    return {"name": f"map-n{n}-seed{seed}", "rows": rows, "fixed": {"model": model}, "scorers": ["probe"],
+            "batch_size": batch_size, "threads": torch.get_num_threads()}
+
+
+def adherence_from_table(table) -> dict[SamplerPoint, dict[str, float]]:
+    """Probe accuracy per point from a sweep's results table (``load_results``): its rows grouped
+    by scheduler, steps and guidance."""
+    from ..sweep import accuracy_by
+
+    return {SamplerPoint(g.pop("scheduler"), g.pop("steps"), g.pop("guidance")):
+            {k: v for k, v in g.items() if k != "n"} for g in accuracy_by(table, ["scheduler", "steps", "guidance"])}
 
 
 def measure_speed(points: Sequence[SamplerPoint], repeats: int = 10, model: str = "tiny", seed: int = 7,

@@ -8,6 +8,7 @@
 >>> rows = expand("sweep.yaml")                 # the manifest: one Row per image, id hashed from its parameters
 >>> run("sweep.yaml", "outputs/sweep")          # draws and scores only the rows not done yet
 >>> load_results("outputs/sweep").to_pylist()[0]["probe_emotion_ok"]
+>>> accuracy_by(load_results("outputs/sweep"), ["scheduler", "steps"])   # probe hits per group
 
 The spec (``spec.py``) names axes (a product of values), explicit rows (a list of parameter
 dicts, crossed with any axes: ``examples/requests_rows.yaml``) and fixed values of any
@@ -19,8 +20,8 @@ draws and scores a batch; ``store.py`` owns the folder (PNGs, Parquet parts, the
 from .engines import ENGINES, RunSummary, launched_by_accelerate, plan, run
 from .manifest import Batch, Row, batches, expand, row_id
 from .spec import PARAMS, SCORERS, SweepSpec, SweepSpecError, load_spec
-from .store import SweepFolderError, SweepLockedError, compact, folder_lock, load_results
+from .store import SweepFolderError, SweepLockedError, accuracy_by, compact, folder_lock, load_results
 
-__all__ = ["run", "expand", "load_spec", "load_results", "compact", "batches", "plan", "row_id", "folder_lock",
+__all__ = ["run", "expand", "load_spec", "load_results", "accuracy_by", "compact", "batches", "plan", "row_id", "folder_lock",
            "launched_by_accelerate", "SweepSpec", "Row", "Batch", "RunSummary", "SweepSpecError",
            "SweepLockedError", "SweepFolderError", "PARAMS", "SCORERS", "ENGINES"]

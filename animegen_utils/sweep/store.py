@@ -28,7 +28,7 @@ import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -201,6 +201,28 @@ def load_results(out_dir: str | Path) -> pa.Table:
     if missing:
         raise SweepFolderError(f"{out}: {len(missing)} PNG(s) of the table are missing, e.g. {missing[0]}")
     return table
+
+
+def accuracy_by(table: pa.Table, keys: Sequence[str],
+                attributes: Sequence[str] = PROBE_ATTRIBUTES) -> list[dict[str, Any]]:
+    """The share of rows the probe read as asked, per attribute, for each combination of ``keys``,
+    in manifest order (a row without a reading of an attribute does not count for it).
+
+    >>> accuracy_by(load_results("outputs/sweep"), ["scheduler", "steps"])[0]
+    {'scheduler': 'dpm++', 'steps': 20, 'n': 200, 'emotion': 0.995, 'style': 1.0, ...}
+    """
+    missing = [k for k in [*keys, *(f"probe_{a}_ok" for a in attributes)] if k not in table.column_names]
+    if missing:
+        raise SweepFolderError(f"The results table has no column {missing[0]!r} (columns: "
+                               f"{', '.join(table.column_names)}); a probe reading needs scorers: [probe].")
+    groups: dict[tuple, dict[str, list[bool]]] = {}
+    for rec in table.select([*keys, *(f"probe_{a}_ok" for a in attributes)]).to_pylist():
+        group = groups.setdefault(tuple(rec[k] for k in keys), {a: [] for a in attributes})
+        for a in attributes:
+            if rec[f"probe_{a}_ok"] is not None:
+                group[a].append(rec[f"probe_{a}_ok"])
+    return [{**dict(zip(keys, key)), "n": max(len(v) for v in hits.values()),
+             **{a: sum(v) / len(v) if v else None for a, v in hits.items()}} for key, hits in groups.items()]
 
 
 def compact(out_dir: str | Path) -> Path:
